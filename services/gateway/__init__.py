@@ -1,0 +1,1 @@
+"""The gateway: owns the MQTT link and routes commands to workers over ZeroMQ."""

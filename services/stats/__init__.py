@@ -1,0 +1,1 @@
+"""The stats service: system status and periodic telemetry (psutil)."""

@@ -1,0 +1,81 @@
+"""The shared contract: topics, configuration, generated API docs."""
+
+from __future__ import annotations
+
+import doctest
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import common.topics
+from common.config import ConfigError, parse_settings
+from common.dispatch import ActionTable
+from common.errors import ERROR_DOCS, ErrorCode
+
+
+def test_topics_doctests() -> None:
+    result = doctest.testmod(common.topics)
+    assert result.attempted > 5
+    assert result.failed == 0
+
+
+def test_every_error_code_is_documented() -> None:
+    assert set(ERROR_DOCS) == set(ErrorCode)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('device_id = "a"\nbogus = 1\n', "bogus"),
+        ('device_id = "bad id"\n', "device_id"),
+        ('device_id = "a"\nservices = ["printer"]\n', "unknown service 'printer'"),
+        ('device_id = "a"\n[mqtt]\ntls = false\n', "TLS is required"),
+        (
+            'device_id = "a"\n[mqtt]\ntls = false\nallow_plaintext_loopback = true\n'
+            'host = "10.1.1.1"\n',
+            "only allowed to a loopback broker",
+        ),
+        ('device_id = "a"\n[mqtt]\ncert_file = "/x.crt"\n', "given together"),
+        ('device_id = "a"\n[gateway]\nmax_in_flight = 0\n', "gateway.max_in_flight"),
+        ("device_id = [\n", "not valid TOML"),
+        ("", "device_id"),
+    ],
+)
+def test_invalid_config_names_key_and_reason(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=r"t\.toml") as info:
+        parse_settings(text, "t.toml")
+    assert expected in str(info.value)
+
+
+def test_plaintext_loopback_allowed_when_explicit() -> None:
+    s = parse_settings(
+        'device_id = "a"\n[mqtt]\ntls = false\nallow_plaintext_loopback = true\n'
+        'host = "127.0.0.1"\n'
+    )
+    assert s.mqtt.tls is False
+
+
+def test_action_names_are_checked() -> None:
+    from common.dispatch import Action, NoArgs
+
+    async def h(_c: None, _a: NoArgs) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="bad action name"):
+        ActionTable("x", "1", [Action("Bad", h, NoArgs, None)])
+    with pytest.raises(ValueError, match="declared twice"):
+        ActionTable("x", "1", [Action("a", h, NoArgs, None), Action("a", h, NoArgs, None)])
+
+
+def test_api_docs_are_current(repo: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "common.cli", "api-docs", "--check"],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, f"{r.stderr}\nrun: .venv/bin/tether api-docs"
