@@ -174,6 +174,10 @@ async def run_until_signalled(main: Awaitable[None]) -> None:
         await task
 
 
+async def _idle() -> None:
+    await asyncio.Event().wait()
+
+
 def run(
     service: str,
     table: ActionTable[C],
@@ -189,7 +193,7 @@ def run(
     if service not in settings.services:
         # Disabled on this device: stay idle so supervisord does not restart us in a loop.
         log.info("%s is not listed in 'services' in the configuration; idle", service)
-        asyncio.run(run_until_signalled(asyncio.Event().wait()))
+        asyncio.run(run_until_signalled(_idle()))
         return
 
     async def main() -> None:
