@@ -66,6 +66,8 @@ class HealthSettings(Struct, forbid_unknown_fields=True, kw_only=True):
     hang_after: Seconds = 10.0
     #: Slow republish interval of the retained MQTT health message (it is also sent on change).
     mqtt_interval: Seconds = 60.0
+    #: A service supervisord gave up on (crash loop) is retried this often by the watchdog.
+    fatal_retry: Seconds = 60.0
 
 
 class StatsSettings(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -182,7 +184,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError("mqtt.reconnect_min must not exceed mqtt.reconnect_max")
     n = settings.network
     settle = n.link_settle if n.link_settle is not None else 2 * m.keepalive + 5
-    if settle >= n.rollback_timeout:
+    if "network" in settings.services and settle >= n.rollback_timeout:
         raise ConfigError(
             f"network.rollback_timeout ({n.rollback_timeout}s) must exceed the link settle "
             f"time ({settle:g}s); raise it or lower network.link_settle"

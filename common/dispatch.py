@@ -84,7 +84,10 @@ class ActionTable(Generic[C]):
         return ServiceInfo(
             self.service,
             self.version,
-            [ActionInfo(a.name, a.mutating, a.job, a.doc) for a in self._actions.values()],
+            [
+                ActionInfo(a.name, a.mutating, a.job, a.doc, a.timeout)
+                for a in self._actions.values()
+            ],
         )
 
     def decode_args(self, name: str, raw: Raw | bytes | None) -> Any:

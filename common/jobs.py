@@ -146,6 +146,7 @@ class JobManager:
 
     async def shutdown(self) -> None:
         """On SIGTERM: report every unfinished job as failed so none is left 'running'."""
+        self._serial_queue.clear()  # a queued job must not start while the worker stops
         for job in list(self._jobs.values()):
             if not job.state.final:
                 if job.task:

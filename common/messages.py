@@ -136,6 +136,30 @@ class Heartbeat(Struct, omit_defaults=True):
         return max(0.0, self.ts - self.started_at)
 
 
+class ServiceHealth(Struct, omit_defaults=True):
+    """One process in the device's health. ``state`` adds to ServiceState: ``silent`` (no
+    heartbeat lately), ``down`` (not running; see ``last_exit``)."""
+
+    state: str
+    pid: int | None = None
+    version: str | None = None
+    uptime: float | None = None
+    reason: str | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    facts: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class DeviceHealth(Struct):
+    """Retained on ``{prefix}/{device}/health``: the bundle's health as the gateway sees it,
+    published on change and every ``health.mqtt_interval`` seconds."""
+
+    device: str
+    ts: float
+    state: str  # ok | degraded | down (the worst of the services)
+    services: dict[str, ServiceHealth]
+
+
 class ActionInfo(Struct, omit_defaults=True):
     """One action in the capabilities document."""
 
@@ -143,6 +167,8 @@ class ActionInfo(Struct, omit_defaults=True):
     mutating: bool
     job: bool
     doc: str = ""
+    #: Seconds the gateway waits for this action's reply, when not its default.
+    timeout: float | None = None
 
 
 class ServiceInfo(Struct):
@@ -195,6 +221,8 @@ class IpcEvent(Struct, array_like=True, forbid_unknown_fields=True):
     key: str
     payload: Raw
     final: bool = False
+    #: The sending worker's pid: a job whose worker's pid changed can never finish.
+    pid: int = 0
 
 
 def now() -> float:

@@ -61,10 +61,12 @@ class Worker(Generic[C]):
         self.health: HealthPublisher | None = None
         self.report: Callable[[], HealthReport] = HealthReport
         self.context: C | None = None
+        self._pid = os.getpid()
 
     async def emit(self, event: IpcEvent) -> None:
         """Send a job event or telemetry to the gateway (queued while it is away)."""
         assert self._events is not None
+        event.pid = self._pid
         await self._events.send(encoder.encode(event))
 
     def _open(self) -> None:

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -24,12 +26,23 @@ from common.errors import TetherError
 from common.health import HealthPublisher, HealthReport
 from common.ipc import encoder, ensure_runtime_dir, event_decoder, events_endpoint, tune
 from common.logs import setup_logging
-from common.messages import API_VERSION, Capabilities, EventKind, ServiceInfo, ServiceState
+from common.messages import (
+    API_VERSION,
+    Capabilities,
+    DeviceHealth,
+    EventKind,
+    ServiceInfo,
+    ServiceState,
+)
+from common.supervisor import SupervisorClient
 from common.topics import Topics
 from common.worker import load_or_exit, run_until_signalled
 from services.gateway import agent
+from services.gateway.health_mirror import HealthMirror
+from services.gateway.jobs_watch import OpenJobs
 from services.gateway.mqtt_link import MqttLink, Outgoing
 from services.gateway.router import Router
+from services.gateway.spool import Spool
 from services.gateway.worker_client import WorkerClient
 
 log = logging.getLogger("tether.gateway")
@@ -50,14 +63,26 @@ class Gateway:
             for name in settings.services
         }
         self.described: dict[str, ServiceInfo] = {}
-        self.agent_ctx = agent.AgentContext(settings, self.capabilities)
         self.link = MqttLink(
             settings.mqtt,
             self.topics,
             client_id=f"tether-{settings.device_id}",
             on_message=self._on_message,
             on_connect=self._on_connect,
+            spool=Spool(str(Path(settings.state_dir) / "spool")),
         )
+        self.open_jobs = OpenJobs(settings.state_dir, self._publish_job_final)
+        self.mirror = HealthMirror(
+            self.zctx, settings, self._publish_health, self.open_jobs.worker_pid
+        )
+        self.agent_ctx = agent.AgentContext(
+            settings,
+            self.capabilities,
+            self.mirror.snapshot,
+            SupervisorClient(settings.supervisor.socket),
+            self._restart_self,
+        )
+        self._stop_task: asyncio.Task[None] | None = None
         self.router = Router(
             settings,
             self.topics,
@@ -69,6 +94,7 @@ class Gateway:
             self.zctx, "gateway", settings.runtime_dir, settings.health.interval, self._report
         )
         self._events: Any = None
+        self._learn_timeouts(agent.ACTIONS.info())
 
     async def _on_message(self, msg: Any) -> None:
         await self.router.handle(msg)
@@ -118,15 +144,42 @@ class Gateway:
                     info = _service_info_decoder.decode(reply.result)
                     if self.described.get(name) != info:
                         self.described[name] = info
+                        self._learn_timeouts(info)
                         changed = True
             if changed:
                 self._publish_capabilities()
             missing = len(self.described) < len(self.workers)
             await asyncio.sleep(1.0 if missing else 30.0)
 
+    def _learn_timeouts(self, info: ServiceInfo) -> None:
+        for a in info.actions:
+            if a.timeout:
+                self.router.timeouts[(info.name, a.name)] = a.timeout
+
     async def _on_connect(self) -> None:
         self._publish_capabilities()
         self.health.publish_now()
+        self.mirror.publish_now()
+
+    def _publish_health(self, h: DeviceHealth) -> None:
+        self.link.publish(
+            Outgoing(self.topics.health, encoder.encode(h), retain=True, droppable=True)
+        )
+
+    def _publish_job_final(self, job_id: str, payload: bytes) -> None:
+        self.link.publish(Outgoing(self.topics.job(job_id), payload, retain=True, final=True))
+
+    def _restart_self(self) -> None:
+        async def later() -> None:
+            # Let the reply (and anything queued before it) reach the broker first.
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                if not len(self.link.outbox):
+                    break
+            log.info("restarting on request")
+            os.kill(os.getpid(), signal.SIGTERM)  # supervisord (autorestart) starts us again
+
+        self._stop_task = asyncio.get_running_loop().create_task(later())
 
     # --- events from workers -----------------------------------------------------------
 
@@ -139,9 +192,12 @@ class Gateway:
                 log.warning("dropped a malformed worker event (%d bytes)", len(frame))
                 continue
             if ev.kind is EventKind.JOB:
-                # The final event is retained: whoever looks later still learns how it ended.
+                payload = bytes(ev.payload)
+                self.open_jobs.seen(ev.key, payload, ev.final, ev.pid)
+                # The final event is retained: whoever looks later still learns how it ended;
+                # it is also spooled (final=True) so a gateway restart cannot lose it.
                 self.link.publish(
-                    Outgoing(self.topics.job(ev.key), bytes(ev.payload), qos=1, retain=ev.final)
+                    Outgoing(self.topics.job(ev.key), payload, retain=ev.final, final=ev.final)
                 )
             elif ev.kind is EventKind.TELEMETRY:
                 self.link.publish(
@@ -164,6 +220,7 @@ class Gateway:
                     tg.create_task(w.run())
                 tg.create_task(self._events_loop())
                 tg.create_task(self._describe_loop())
+                tg.create_task(self.mirror.run())
                 self.health.set_running()
                 await self.link.run()
         finally:

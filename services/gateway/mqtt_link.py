@@ -28,6 +28,7 @@ from common.config import MqttSettings
 from common.ipc import encoder
 from common.messages import API_VERSION
 from common.topics import Topics
+from services.gateway.spool import Spool, SpooledMessage
 
 log = logging.getLogger("tether.gateway.mqtt")
 
@@ -54,6 +55,10 @@ class Outgoing:
     correlation: bytes | None = None
     #: Telemetry may be dropped when the outbox is full; replies and job events never.
     droppable: bool = False
+    #: A job's final event: written to the spool even while the link is up.
+    final: bool = False
+    #: Name of this message's spool file, when it has one.
+    spool: str | None = None
 
 
 def build_tls_context(m: MqttSettings) -> ssl.SSLContext | None:
@@ -119,6 +124,7 @@ class MqttLink:
         client_id: str,
         on_message: Callable[[Incoming], Awaitable[None]],
         on_connect: Callable[[], Coroutine[Any, Any, None]],
+        spool: Spool | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -126,6 +132,22 @@ class MqttLink:
         self._on_message = on_message
         self._on_connect = on_connect
         self.outbox = Outbox()
+        self.spool = spool
+        if spool is not None:
+            for name, m in spool.load():
+                self.outbox.put(
+                    Outgoing(
+                        m.topic,
+                        m.payload,
+                        m.qos,
+                        m.retain,
+                        m.correlation,
+                        final=m.final,
+                        spool=name,
+                    )
+                )
+            if len(self.outbox):
+                log.info("%d spooled messages to send once connected", len(self.outbox))
         self.connected = asyncio.Event()
         self.v5 = settings.protocol != "3.1.1"
         self.connects = 0
@@ -134,6 +156,18 @@ class MqttLink:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def publish(self, msg: Outgoing) -> None:
+        """Queue ``msg``; never waits. While the link is down (and always for a job's final
+        event) it is also written to the spool, so a gateway restart does not lose it."""
+        if (
+            self.spool is not None
+            and not msg.droppable
+            and (msg.final or not self.connected.is_set())
+        ):
+            msg.spool = self.spool.add(
+                SpooledMessage(
+                    msg.topic, msg.payload, msg.qos, msg.retain, msg.correlation, msg.final
+                )
+            )
         self.outbox.put(msg)
 
     def _client(self) -> aiomqtt.Client:
@@ -239,6 +273,8 @@ class MqttLink:
                 timeout=30,
             )
             self.outbox.pop()
+            if msg.spool is not None and self.spool is not None:
+                self.spool.remove(msg.spool)
 
     def _incoming(self, message: aiomqtt.Message) -> Incoming:
         props = message.properties

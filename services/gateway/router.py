@@ -91,6 +91,8 @@ class Router:
         self._authorize = authorize
         g = settings.gateway
         self.dedup = DedupCache(g.dedup_ttl, g.dedup_max)
+        #: (service, action) -> timeout, for actions that declare their own.
+        self.timeouts: dict[tuple[str, str], float] = {}
         self.handled = 0
 
     @property
@@ -190,7 +192,7 @@ class Router:
         return None
 
     async def _dispatch(self, service: str, action: str, cmd: Command) -> Reply:
-        timeout = self.settings.gateway.request_timeout
+        timeout = self.timeouts.get((service, action), self.settings.gateway.request_timeout)
         if service in self.local:
             result, error = await run_to_error(self.local[service](action, cmd.args, timeout))
             if error is not None:

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 
 class GetArgs(Struct):
     #: Include per-core CPU percentages.
     per_cpu: bool = True
+
+
+class SampleArgs(Struct):
+    #: How long to sample.
+    seconds: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    #: Time between samples.
+    interval: Annotated[float, Meta(ge=0.1, le=60)] = 1.0
+
+
+class SampleResult(Struct):
+    """CPU and memory over the sampling window."""
+
+    samples: int
+    seconds: float
+    cpu_avg: float
+    cpu_max: float
+    mem_avg: float
+    mem_max: float
+    load1_last: float
 
 
 class PingResult(Struct):
