@@ -228,3 +228,42 @@ def test_invalid_config_fails_at_start_with_key(tmp_path: Path, repo: Path) -> N
     )
     assert r.returncode == 2
     assert "mqtt.port" in r.stderr and "Expected `int`" in r.stderr
+
+
+def test_cli_call_prints_reply_and_sets_exit_code(stats_bundle: Bundle, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    s = stats_bundle.client_settings
+    cfg = tmp_path / "client.toml"
+    cfg.write_text(
+        f'host = "localhost"\nport = {s.port}\nca_file = "{s.ca_file}"\n'
+        f'cert_file = "{s.cert_file}"\nkey_file = "{s.key_file}"\n'
+    )
+    env = {**os.environ, "TETHER_CLIENT_CONFIG": str(cfg)}
+
+    def tether(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "common.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    ok = tether("call", stats_bundle.device, "stats/get", '{"per_cpu": false}')
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["result"]["cpu"]["per_cpu"] is None
+    bad = tether("call", stats_bundle.device, "stats/nosuch")
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["error"]["code"] == "unknown_action"
+    assert tether("call", stats_bundle.device, "stats-get").returncode == 2
+    assert tether("call", stats_bundle.device, "stats/get", "{not json").returncode == 2
+    job = tether("call", stats_bundle.device, "stats/sample", '{"seconds": 0.5}', "--follow")
+    assert job.returncode == 0, job.stderr
+    assert '"state": "succeeded"' in job.stdout
+    silent = tether("call", "no-such-device", "stats/ping", "--timeout", "1")
+    assert silent.returncode == 3
+    assert "no reply" in silent.stderr
