@@ -104,12 +104,7 @@ class Router:
         if parsed is None:
             return
         service, action = parsed
-        default_target = (
-            self.topics.res(service, action)
-            if valid_publish_topic(self.topics.res(service, action))
-            else self.topics.res("invalid", "invalid")
-        )
-        target = msg.response_topic or default_target
+        target = msg.response_topic or self.topics.res(service, action)
         cmd_id: str | None = None
         try:
             if len(msg.payload) > self.settings.gateway.max_payload:

@@ -20,9 +20,9 @@ import zmq.asyncio
 from msgspec import Raw
 from zmq.utils.monitor import parse_monitor_message
 
-from common.errors import Busy, ServiceUnavailable, TetherError, Timeout
+from common.errors import Busy, ServiceUnavailable, Timeout
 from common.ipc import encoder, reply_decoder, service_endpoint, tune
-from common.messages import ErrorBody, IpcReply, IpcRequest
+from common.messages import IpcReply, IpcRequest
 
 log = logging.getLogger("tether.gateway.worker_client")
 
@@ -114,7 +114,3 @@ class WorkerClient:
             self._sock.disable_monitor()
         self._monitor.close(0)
         self._sock.close(0)
-
-
-def reply_error(err: TetherError) -> ErrorBody:
-    return ErrorBody.from_exc(err)
