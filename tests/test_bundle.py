@@ -26,6 +26,8 @@ async def test_stats_get_mqtt5_response_topic(stats_bundle: Bundle) -> None:
     assert len(r["cpu"]["per_cpu"]) == os.cpu_count()
     assert r["memory"]["total"] > 0
     assert any(fs["mountpoint"] == "/" for fs in r["filesystems"]) or r["filesystems"] == []
+    devices = [fs["device"] for fs in r["filesystems"]]
+    assert len(devices) == len(set(devices)), "bind mounts must not repeat a device"
     assert any(i["name"] == "lo" for i in r["interfaces"])
     assert r["uptime"] > 0 and r["hostname"]
     assert "error" not in reply

@@ -68,14 +68,17 @@ def _os_name() -> str:
 def _filesystems() -> list[Filesystem]:
     out: list[Filesystem] = []
     seen: set[str] = set()
-    for part in psutil.disk_partitions(all=False):
-        if part.fstype in _VIRTUAL_FS or part.mountpoint in seen:
+    # Bind mounts repeat a device at other paths (docker data roots, /run/netns): report each
+    # device once, at its shortest mount point.
+    parts = sorted(psutil.disk_partitions(all=False), key=lambda p: len(p.mountpoint))
+    for part in parts:
+        if part.fstype in _VIRTUAL_FS or part.device in seen:
             continue
         try:
             u = psutil.disk_usage(part.mountpoint)
         except OSError:
             continue  # unreadable mount: absent, not an error
-        seen.add(part.mountpoint)
+        seen.add(part.device)
         out.append(
             Filesystem(
                 part.mountpoint, part.device, part.fstype, u.total, u.used, u.free, u.percent
