@@ -122,6 +122,10 @@ def invalid_from_validation(err: msgspec.ValidationError) -> InvalidRequest:
     text = str(err)
     reason, sep, where = text.partition(" - at `$")
     field = where.rstrip("`").lstrip(".") if sep else None
+    missing = re.search(r"missing required field `([^`]+)`", reason)
+    if missing:  # "Object missing required field `ssid` - at `$`": name the field itself
+        field = f"{field}.{missing.group(1)}" if field else missing.group(1)
+        return InvalidRequest(f"missing argument {field!r}", {"field": field})
     if field:
         return InvalidRequest(f"invalid argument {field!r}: {reason}", {"field": field})
     return InvalidRequest(f"invalid arguments: {reason}")

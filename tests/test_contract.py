@@ -79,3 +79,21 @@ def test_api_docs_are_current(repo: Path) -> None:
         check=False,
     )
     assert r.returncode == 0, f"{r.stderr}\nrun: .venv/bin/tether api-docs"
+
+
+def test_missing_argument_names_the_field() -> None:
+    import msgspec
+
+    from common.dispatch import Action
+    from common.errors import InvalidRequest
+
+    class Args(msgspec.Struct):
+        ssid: str
+
+    async def h(_c: None, _a: Args) -> None:
+        return None
+
+    table = ActionTable("x", "1", [Action("a", h, Args, None)])
+    with pytest.raises(InvalidRequest, match="missing argument 'ssid'") as info:
+        table.decode_args("a", b"{}")
+    assert info.value.details == {"field": "ssid"}

@@ -1,0 +1,1 @@
+"""The network service: Ethernet and Wi-Fi through NetworkManager over D-Bus."""

@@ -1,0 +1,6 @@
+"""The network service: NetworkManager over D-Bus."""
+
+from common.worker import run
+from services.network.actions import ACTIONS, keep_connected, make_context, report, watch_link
+
+run("network", ACTIONS, make_context, background=[keep_connected, watch_link], report=report)
