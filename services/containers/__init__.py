@@ -1,0 +1,1 @@
+"""The containers service: applications as Docker containers, through the Docker Engine API."""
