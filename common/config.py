@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -130,6 +131,19 @@ class ContainersSettings(Struct, forbid_unknown_fields=True, kw_only=True):
     probe_interval: Seconds = 10.0
 
 
+class AuthzSettings(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Which commands this device accepts (docs/security.md). Rules are ``service/action``
+    globs (``*`` matches anything, also ``/``), e.g. ``"containers/*"``, ``"apt/repos/*"``.
+    A matching ``deny`` wins over ``allow``; neither matching means ``default``.
+    ``agent/ping`` and ``agent/capabilities`` are always allowed (discovery)."""
+
+    default: Literal["allow", "deny"] = "allow"
+    allow: list[str] = msgspec.field(default_factory=list)
+    deny: list[str] = msgspec.field(default_factory=list)
+    #: Deny every mutating action (and any action whose kind is not known yet).
+    read_only: bool = False
+
+
 class SupervisorSettings(Struct, forbid_unknown_fields=True, kw_only=True):
     #: supervisord's XML-RPC unix socket (``[unix_http_server] file``).
     socket: str = "/run/tether/supervisor.sock"
@@ -152,6 +166,7 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True):
     containers: ContainersSettings = msgspec.field(default_factory=ContainersSettings)
     network: NetworkSettings = msgspec.field(default_factory=NetworkSettings)
     apt: AptSettings = msgspec.field(default_factory=AptSettings)
+    authz: AuthzSettings = msgspec.field(default_factory=AuthzSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -189,8 +204,18 @@ def _check(settings: Settings) -> None:
             f"network.rollback_timeout ({n.rollback_timeout}s) must exceed the link settle "
             f"time ({settle:g}s); raise it or lower network.link_settle"
         )
+    for key in ("allow", "deny"):
+        for rule in getattr(settings.authz, key):
+            if not _AUTHZ_RULE.match(rule):
+                raise ConfigError(
+                    f"authz.{key}: {rule!r} is not a rule; write SERVICE/ACTION globs such as "
+                    '"stats/*" or "apt/repos/list"'
+                )
     if len(str(Path(settings.runtime_dir) / "containers.health.sock")) > 100:
         raise ConfigError("runtime_dir: path too long for unix sockets (keep it under 70 chars)")
+
+
+_AUTHZ_RULE = re.compile(r"^[a-z0-9_*?]+/[a-z0-9_*?/]+$")
 
 
 def _is_loopback(host: str) -> bool:

@@ -10,6 +10,7 @@ Every socket is ``ipc://`` inside ``runtime_dir`` (mode 0700, so no other user c
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,17 @@ HEALTH_TOPIC = b"health"
 
 
 def ensure_runtime_dir(path: str | os.PathLike[str]) -> Path:
-    """Create the runtime dir with mode 0700, or tighten it if it exists."""
+    """Create a private dir (0700), or tighten one that exists. A setgid dir is a shared
+    group dir (e.g. /run/tether 2770 root:tether so an unprivileged worker can bind there):
+    it keeps its group bits, never others'. A dir owned by someone else is only checked."""
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(p, 0o700)
+    st = p.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == os.geteuid():
+        os.chmod(p, mode & 0o2770 if mode & stat.S_ISGID else 0o700)
+    elif mode & 0o007:
+        raise PermissionError(f"{p} is reachable by other users: run `chmod o-rwx {p}`")
     return p
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -193,3 +195,189 @@ def make_dev_pki(dir: Path, device_id: str, operator: str = "operator") -> DevPk
     device = issue(dir, "device", device_id, ca_key, ca_cert)
     op = issue(dir, "operator", operator, ca_key, ca_cert)
     return DevPki(dir, ca, server, device, op)
+
+
+# --- fleet provisioning: CA folder, device CSR validation, signing ------------------------
+
+#: A device id as the device configuration accepts it (``common.config.DeviceId``); it is the
+#: certificate's CN, the broker username and a topic segment, so it never holds ``/+#``.
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: Longest validity ``sign_device_csr`` accepts (about ten years).
+MAX_DAYS = 3650
+
+
+class PkiError(Exception):
+    """A CA folder, CSR or certificate is missing or invalid; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class FleetCa:
+    """A fleet CA in one folder: ``ca.crt`` (public, goes to every device and the broker)
+    and ``ca.key`` (mode 0600, stays with the operator)."""
+
+    dir: Path
+    key: PrivateKey
+    cert: x509.Certificate
+
+    @property
+    def cert_path(self) -> Path:
+        return self.dir / "ca.crt"
+
+
+def init_ca(dir: Path, cn: str = "Tether fleet CA", days: int = MAX_DAYS) -> tuple[FleetCa, bool]:
+    """Create a fleet CA in ``dir`` (mode 0700), or load the one already there.
+
+    Returns (ca, created). Never overwrites: an existing ``ca.key`` without ``ca.crt`` (or the
+    reverse) is an error, since replacing either would orphan every certificate signed so far.
+    """
+    key_path, cert_path = dir / "ca.key", dir / "ca.crt"
+    if key_path.exists() or cert_path.exists():
+        return load_ca(dir), False
+    dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(dir, 0o700)
+    key, cert = make_ca(cn, days)
+    write_key(key_path, key)
+    write_cert(cert_path, cert)
+    return FleetCa(dir, key, cert), True
+
+
+def load_ca(dir: Path) -> FleetCa:
+    """Load ``dir/ca.key`` + ``dir/ca.crt``; checks that they belong together and form a CA."""
+    key_path, cert_path = dir / "ca.key", dir / "ca.crt"
+    for p in (key_path, cert_path):
+        if not p.exists():
+            raise PkiError(f"{p} is missing: create a CA with `tether pki init {dir}`")
+    try:
+        key = load_key(key_path)
+        cert = load_cert(cert_path)
+    except (ValueError, TypeError) as err:
+        raise PkiError(f"{dir}: cannot read the CA: {err}") from err
+    if key.public_key().public_numbers() != _ec_public(cert).public_numbers():
+        raise PkiError(f"{dir}: ca.key does not belong to ca.crt")
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca:
+        raise PkiError(f"{cert_path} is not a CA certificate (basicConstraints CA:TRUE missing)")
+    if key_path.stat().st_mode & 0o077:
+        raise PkiError(f"{key_path} is readable by other users: run `chmod 600 {key_path}`")
+    return FleetCa(dir, key, cert)
+
+
+def _ec_public(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    pub = cert.public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey):
+        raise PkiError("expected an EC (P-256) certificate")
+    return pub
+
+
+def subject_cn(name: x509.Name) -> str | None:
+    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(attrs) != 1:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else None
+
+
+def valid_device_id(value: str) -> bool:
+    return re.fullmatch(DEVICE_ID_PATTERN, value) is not None
+
+
+def load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    try:
+        return x509.load_pem_x509_csr(data)
+    except ValueError as err:
+        raise PkiError(f"not a PEM certificate signing request: {err}") from err
+
+
+def check_device_csr(csr: x509.CertificateSigningRequest) -> str:
+    """Validate a device's CSR; returns its device id (the CN).
+
+    Checks: the self-signature (proves the requester holds the key), exactly one CN that is a
+    valid device id and nothing else in the subject, an EC P-256 key.
+    """
+    if not csr.is_signature_valid:
+        raise PkiError("the CSR's signature is invalid (corrupted, or not made with its key)")
+    cn = subject_cn(csr.subject)
+    if cn is None or len(csr.subject) != 1:
+        raise PkiError(
+            "the CSR's subject must be exactly one CN (the device id); got "
+            f"{csr.subject.rfc4514_string()!r}"
+        )
+    if not valid_device_id(cn):
+        raise PkiError(
+            f"the CSR's CN {cn!r} is not a valid device id (letters, digits, '_', '.', '-'; "
+            "at most 64; starts with a letter or digit)"
+        )
+    pub = csr.public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
+        raise PkiError("the CSR's key must be EC P-256 (made by `tether provision`)")
+    return cn
+
+
+def sign_device_csr(
+    ca: FleetCa,
+    csr: x509.CertificateSigningRequest,
+    *,
+    days: int = 825,
+    not_before: dt.datetime | None = None,
+) -> x509.Certificate:
+    """Validate ``csr`` (:func:`check_device_csr`) and sign a client-auth certificate."""
+    check_device_csr(csr)
+    if not 1 <= days <= MAX_DAYS:
+        raise PkiError(f"days must be between 1 and {MAX_DAYS}, not {days}")
+    if ca.cert.not_valid_after_utc < dt.datetime.now(dt.UTC) + dt.timedelta(days=days):
+        raise PkiError(
+            f"the CA expires on {ca.cert.not_valid_after_utc:%Y-%m-%d}, before the requested "
+            f"certificate would; lower --days or renew the CA"
+        )
+    return sign_csr(ca.key, ca.cert, csr, days=days, not_before=not_before)
+
+
+def verify_issued(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
+    """Check that ``cert`` was signed by ``ca_cert`` and is valid now."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError) as err:
+        raise PkiError(f"the certificate was not issued by this CA: {err}") from err
+    except InvalidSignature as err:
+        raise PkiError("the certificate's signature does not verify against this CA") from err
+    now = dt.datetime.now(dt.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise PkiError(
+            f"the certificate is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d %H:%M} "
+            f"to {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)"
+        )
+
+
+def cert_problem(cert_path: Path, ca_path: Path | None = None) -> str | None:
+    """Why the certificate at ``cert_path`` cannot work now, in words for a log line (expired,
+    not yet valid, not issued by ``ca_path``, unreadable), or None when it looks fine.
+
+    For the device's MQTT link: a TLS handshake refused by the broker only says "certificate
+    verify failed" or "alert certificate expired"; this names the file and the dates.
+    """
+    try:
+        cert = load_cert(cert_path)
+    except (OSError, ValueError) as err:
+        return f"cannot read the certificate {cert_path}: {err}"
+    now = dt.datetime.now(dt.UTC)
+    if now > cert.not_valid_after_utc:
+        return (
+            f"the certificate {cert_path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} "
+            "UTC; sign a new one (`tether provision` + `tether pki sign`)"
+        )
+    if now < cert.not_valid_before_utc:
+        return (
+            f"the certificate {cert_path} is not valid before "
+            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (is the device clock right?)"
+        )
+    if ca_path is not None:
+        try:
+            verify_issued(cert, load_cert(ca_path))
+        except (OSError, ValueError) as err:
+            return f"cannot read the CA certificate {ca_path}: {err}"
+        except PkiError as err:
+            return f"{cert_path}: {err}"
+    return None

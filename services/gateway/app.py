@@ -38,6 +38,7 @@ from common.supervisor import SupervisorClient
 from common.topics import Topics
 from common.worker import load_or_exit, run_until_signalled
 from services.gateway import agent
+from services.gateway.authz import Authorizer, mutating_lookup
 from services.gateway.health_mirror import HealthMirror
 from services.gateway.jobs_watch import OpenJobs
 from services.gateway.mqtt_link import MqttLink, Outgoing
@@ -56,6 +57,7 @@ class Gateway:
         self.topics = Topics(settings.topic_prefix, settings.device_id)
         self.zctx = zmq.asyncio.Context()
         ensure_runtime_dir(settings.runtime_dir)
+        ensure_runtime_dir(settings.state_dir)  # spool and open jobs: not for other users
         self.workers = {
             name: WorkerClient(
                 self.zctx, name, settings.runtime_dir, settings.gateway.max_in_flight
@@ -83,12 +85,18 @@ class Gateway:
             self._restart_self,
         )
         self._stop_task: asyncio.Task[None] | None = None
+        agent_info = agent.ACTIONS.info()
+        self.authorizer = Authorizer(
+            settings.authz,
+            mutating_lookup(lambda: [agent_info, *self.described.values()]),
+        )
         self.router = Router(
             settings,
             self.topics,
             self.link.publish,
             self.workers,
             local={"agent": self._agent_call},
+            authorize=self.authorizer.authorize,
         )
         self.health = HealthPublisher(
             self.zctx, "gateway", settings.runtime_dir, settings.health.interval, self._report

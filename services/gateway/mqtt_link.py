@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -34,6 +36,9 @@ log = logging.getLogger("tether.gateway.mqtt")
 
 # CONNACK codes meaning "I do not speak MQTT 5": 3.1.1's 1 and MQTT 5's 0x84.
 _UNSUPPORTED_PROTOCOL = {1, 0x84}
+
+#: Publishes waiting for their PUBACK at once (paho caps it further, at its max_inflight).
+SEND_WINDOW = 32
 
 
 @dataclass(slots=True)
@@ -86,6 +91,8 @@ class Outbox:
     def __init__(self, limit: int = 10000) -> None:
         self.limit = limit
         self._items: list[Outgoing] = []
+        #: Taken for sending, not yet acknowledged by the broker; in sending order.
+        self._in_flight: list[Outgoing] = []
         self._ready = asyncio.Event()
         self.dropped = 0
 
@@ -103,17 +110,31 @@ class Outbox:
         self._items.append(msg)
         self._ready.set()
 
-    async def peek(self) -> Outgoing:
+    async def take(self) -> Outgoing:
+        """The oldest message, now in flight: it stays counted until :meth:`acked`."""
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
-        return self._items[0]
+        msg = self._items.pop(0)
+        self._in_flight.append(msg)
+        return msg
 
-    def pop(self) -> None:
-        self._items.pop(0)
+    def acked(self, msg: Outgoing) -> None:
+        """The broker has ``msg``: forget it."""
+        for i, m in enumerate(self._in_flight):
+            if m is msg:
+                del self._in_flight[i]
+                return
+
+    def requeue(self) -> None:
+        """The link dropped: what was in flight goes first, in its order, on the next link."""
+        if self._in_flight:
+            self._items[:0] = self._in_flight
+            self._in_flight.clear()
+            self._ready.set()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._in_flight)
 
 
 class MqttLink:
@@ -153,6 +174,7 @@ class MqttLink:
         self.connects = 0
         self.last_error: str | None = None
         self._tls: ssl.SSLContext | None = None
+        self._cert_problem: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def publish(self, msg: Outgoing) -> None:
@@ -217,7 +239,23 @@ class MqttLink:
             finally:
                 self.connected.clear()
             attempt += 1
+            await self._explain_certificate()
             await asyncio.sleep(self._backoff(attempt))
+
+    async def _explain_certificate(self) -> None:
+        # The broker refuses an expired or foreign certificate with a bare TLS alert; say which
+        # file is wrong and why (once per distinct problem, not on every retry).
+        m = self.settings
+        if not m.tls or not m.cert_file:
+            return
+        # Only after a failed attempt: the happy path never loads cryptography (memory).
+        from common.pki import cert_problem
+
+        ca = Path(m.ca_file) if m.ca_file else None
+        problem = await asyncio.to_thread(cert_problem, Path(m.cert_file), ca)
+        if problem is not None and problem != self._cert_problem:
+            log.error("MQTT: the broker will refuse this device: %s", problem)
+        self._cert_problem = problem
 
     def _backoff(self, attempt: int) -> float:
         m = self.settings
@@ -233,12 +271,16 @@ class MqttLink:
             self.settings.port,
             "5" if self.v5 else "3.1.1",
         )
+        _no_delay(client)
+        # aiomqtt warns past 10 pending calls; SEND_WINDOW publishes (+ a few subscribes) in
+        # flight are by design.
+        client.pending_calls_threshold = SEND_WINDOW + 8
         await client.subscribe(self.topics.cmd_filter(), qos=1)
         await client.publish(self.topics.status, status_payload("online"), qos=1, retain=True)
         self.connected.set()
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._send_loop(client))
+                tg.create_task(self._send_loop(client, tg))
                 tg.create_task(self._on_connect())
                 async for message in client.messages:
                     self._spawn(self._on_message(self._incoming(message)))
@@ -246,6 +288,7 @@ class MqttLink:
             raise eg.exceptions[0] from None
         finally:
             self.connected.clear()
+            self.outbox.requeue()
             if not _link_broken(client):
                 with contextlib.suppress(Exception):
                     await client.publish(
@@ -256,10 +299,22 @@ class MqttLink:
                         timeout=2,
                     )
 
-    async def _send_loop(self, client: aiomqtt.Client) -> None:
-        # Peek, publish, then pop: a message is removed only once the broker took it.
+    async def _send_loop(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+        # Up to SEND_WINDOW publishes wait for their PUBACK together (waiting for each in turn
+        # capped replies at one per broker round trip). Each publish task starts in outbox
+        # order and hands its packet to paho at once, so the wire order is the outbox order.
+        # A message leaves the outbox only once the broker acknowledged it; a failed publish
+        # fails the link (the task group), and _serve requeues what was in flight.
+        window = asyncio.Semaphore(SEND_WINDOW)
         while True:
-            msg = await self.outbox.peek()
+            await window.acquire()
+            msg = await self.outbox.take()
+            tg.create_task(self._send_one(client, msg, window))
+
+    async def _send_one(
+        self, client: aiomqtt.Client, msg: Outgoing, window: asyncio.Semaphore
+    ) -> None:
+        try:
             props = None
             if msg.correlation is not None and self.v5:
                 props = Properties(PacketTypes.PUBLISH)
@@ -272,9 +327,11 @@ class MqttLink:
                 properties=props,
                 timeout=30,
             )
-            self.outbox.pop()
-            if msg.spool is not None and self.spool is not None:
-                self.spool.remove(msg.spool)
+        finally:
+            window.release()
+        self.outbox.acked(msg)
+        if msg.spool is not None and self.spool is not None:
+            self.spool.remove(msg.spool)
 
     def _incoming(self, message: aiomqtt.Message) -> Incoming:
         props = message.properties
@@ -289,6 +346,14 @@ class MqttLink:
         t = asyncio.ensure_future(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
+
+
+def _no_delay(client: aiomqtt.Client) -> None:
+    # A reply must not wait for the TCP ACK of the packet before it (Nagle's algorithm meets
+    # delayed ACKs: ~40 ms per command on Linux). paho leaves TCP_NODELAY off.
+    sock = client._client.socket()
+    with contextlib.suppress(AttributeError, OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
 
 
 def _link_broken(client: aiomqtt.Client) -> bool:
