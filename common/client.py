@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 import uuid
@@ -90,6 +91,11 @@ class TetherClient:
             await self._mqtt.__aenter__()
         except aiomqtt.MqttError as err:
             raise ClientError(f"cannot connect to broker {s.host}:{s.port}: {err}") from err
+        # A command must not wait for the TCP ACK of the PUBACK sent before it (Nagle's
+        # algorithm meets delayed ACKs: ~40 ms per call on Linux); paho leaves it on.
+        with contextlib.suppress(AttributeError, OSError):
+            sock: Any = self._mqtt._client.socket()
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = asyncio.create_task(self._read())
         return self
 

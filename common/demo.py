@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,8 @@ class Supervisor:
             "TETHER_PYTHON": sys.executable,
             "TETHER_CONFIG": str(self.config),
             "TETHER_RUN": str(self.run_dir),
+            # The demo and tests run everything as the invoking user.
+            "TETHER_STATS_USER": os.environ.get("TETHER_STATS_USER") or getpass.getuser(),
         }
 
     def start(self) -> None:
@@ -170,14 +174,16 @@ async def _show(settings: ClientSettings) -> None:
         )
 
 
-def run_demo(port: int = 8883, ws_port: int = 9001) -> int:
+def run_demo(port: int = 8883, ws_port: int = 9001, console_port: int = 8080) -> int:
+    from common.console import start_console
+
     d = demo_dir()
     _ensure_mosquitto()
-    for p in (port, ws_port):
-        if port_in_use(p):
+    for p in (port, ws_port, console_port):
+        if p and port_in_use(p):
             print(
                 f"port {p} is in use (another demo or broker?); choose others with "
-                "--port/--ws-port",
+                "--port/--ws-port/--console-port",
                 file=sys.stderr,
             )
             return 1
@@ -187,6 +193,7 @@ def run_demo(port: int = 8883, ws_port: int = 9001) -> int:
     broker = Mosquitto(d / "broker", pki, port, ws_port)
     sup = Supervisor(d / "supervisor", d / "tether.toml")
     client_file = d / "client.toml"
+    stop_console: Callable[[], None] | None = None
     stop = False
 
     def _stop(*_: object) -> None:
@@ -201,6 +208,8 @@ def run_demo(port: int = 8883, ws_port: int = 9001) -> int:
             f"ws://localhost:{ws_port} (MQTT over WebSocket)",
             flush=True,
         )
+        console_url, stop_console = start_console(console_port, broker=f"ws://localhost:{ws_port}")
+        print(f"web console: {console_url}", flush=True)
         sup.start()
         client_file.write_text(client_config(pki, port))
         asyncio.run(_show(load_client_settings(client_file)))
@@ -224,7 +233,7 @@ def run_demo(port: int = 8883, ws_port: int = 9001) -> int:
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
-    except (ClientError, RuntimeError) as err:
+    except (ClientError, RuntimeError, OSError) as err:
         print(f"demo failed: {err}\nlogs: {d / 'supervisor'} and {broker.log}", file=sys.stderr)
         return 1
     finally:
@@ -232,6 +241,8 @@ def run_demo(port: int = 8883, ws_port: int = 9001) -> int:
         with contextlib.suppress(FileNotFoundError):
             client_file.unlink()
         sup.stop()
+        if stop_console is not None:
+            stop_console()
         broker.stop()
         print("stopped.", flush=True)
     return 0
