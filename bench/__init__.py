@@ -1,0 +1,1 @@
+"""Tether's benchmarks: latency, throughput, footprint and start-up, next to baselines."""
