@@ -207,6 +207,8 @@ def mosquitto_conf(plan: BrokerPlan) -> str:
         f"# Tether fleet broker (written by `tether broker-config`, {dt.date.today()}).",
         "# Needs mosquitto 2.0 or newer.",
         "per_listener_settings true",
+        # Small request/reply packets must not wait for delayed ACKs (Nagle): ~40 ms each.
+        "set_tcp_nodelay true",
         "persistence true",
         f"persistence_location {persist}/",
         f"log_dest file {plan.log_file.resolve()}" if plan.log_file else "log_dest syslog",

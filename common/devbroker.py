@@ -64,6 +64,7 @@ class Mosquitto:
         lines = [
             "# written by Tether for a local broker; loopback only",
             "per_listener_settings true",
+            "set_tcp_nodelay true",  # replies must not wait for delayed ACKs (Nagle)
             f"persistence true\npersistence_location {self.dir}/",
             f"log_dest file {self.log}",
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information",

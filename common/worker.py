@@ -180,6 +180,20 @@ async def _idle() -> None:
     await asyncio.Event().wait()
 
 
+def idle_unless_enabled(service: str, argv: Sequence[str] | None = None) -> None:
+    """Return if ``service`` is enabled in the configuration; otherwise idle until SIGTERM and
+    exit, so supervisord does not restart a disabled worker in a loop. Called by a worker's
+    ``__main__`` before it imports its backend: a disabled worker then costs a bare
+    interpreter, not the docker SDK or NetworkManager bindings."""
+    settings = load_or_exit(service, argv)
+    if service in settings.services:
+        return
+    setup_logging(service, settings.log_level)
+    log.info("%s is not listed in 'services' in the configuration; idle", service)
+    asyncio.run(run_until_signalled(_idle()))
+    raise SystemExit(0)
+
+
 def run(
     service: str,
     table: ActionTable[C],
@@ -192,11 +206,6 @@ def run(
     """Entry point of every worker: load config, build the context, serve until SIGTERM."""
     settings = load_or_exit(service, argv)
     setup_logging(service, settings.log_level)
-    if service not in settings.services:
-        # Disabled on this device: stay idle so supervisord does not restart us in a loop.
-        log.info("%s is not listed in 'services' in the configuration; idle", service)
-        asyncio.run(run_until_signalled(_idle()))
-        return
 
     async def main() -> None:
         worker = Worker(service, settings, table)

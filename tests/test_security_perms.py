@@ -10,8 +10,6 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from common.pki import DevPki
 from common.provision import make_request
 from tests.harness import Bundle, wait_for

@@ -1,6 +1,10 @@
 """``python -m services.apt``: the apt service."""
 
-from common.worker import run
+from common.worker import idle_unless_enabled, run
+
+# Before the backend is imported: a worker disabled in the configuration stays light.
+idle_unless_enabled("apt")
+
 from services.apt.actions import ACTIONS, AptContext, prime, report
 from services.apt.backend import wait_for_changes
 

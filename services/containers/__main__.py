@@ -1,6 +1,10 @@
 """The containers service: applications as Docker containers, through the Docker Engine API."""
 
-from common.worker import run
+from common.worker import idle_unless_enabled, run
+
+# Before the backend is imported: a worker disabled in the configuration stays light.
+idle_unless_enabled("containers")
+
 from services.containers.actions import ACTIONS, ContainersContext, probe_loop, report
 
 run(
