@@ -168,6 +168,8 @@ class Settings(Struct, forbid_unknown_fields=True, kw_only=True):
     apt: AptSettings = msgspec.field(default_factory=AptSettings)
     authz: AuthzSettings = msgspec.field(default_factory=AuthzSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Workers run this much nicer than the gateway, so busy work never starves the link.
+    worker_nice: Annotated[int, Meta(ge=0, le=19)] = 5
 
 
 class ConfigError(Exception):

@@ -180,12 +180,18 @@ async def _idle() -> None:
     await asyncio.Event().wait()
 
 
-def idle_unless_enabled(service: str, argv: Sequence[str] | None = None) -> None:
-    """Return if ``service`` is enabled in the configuration; otherwise idle until SIGTERM and
-    exit, so supervisord does not restart a disabled worker in a loop. Called by a worker's
-    ``__main__`` before it imports its backend: a disabled worker then costs a bare
-    interpreter, not the docker SDK or NetworkManager bindings."""
+def prepare_worker(service: str, argv: Sequence[str] | None = None) -> None:
+    """The first thing a worker's ``__main__`` does, before importing its backend.
+
+    Lowers the worker's CPU priority by ``worker_nice``: on a two-core gateway an apt upgrade
+    or an image pull must not starve the gateway, which keeps the device reachable (and
+    starts first). Then returns if ``service`` is enabled; otherwise idles until SIGTERM and
+    exits, so supervisord does not restart a disabled worker in a loop, and a disabled worker
+    costs a bare interpreter rather than the docker SDK or the D-Bus bindings."""
     settings = load_or_exit(service, argv)
+    if settings.worker_nice:
+        with contextlib.suppress(OSError):
+            os.nice(settings.worker_nice)
     if service in settings.services:
         return
     setup_logging(service, settings.log_level)

@@ -269,3 +269,9 @@ def test_cli_call_prints_reply_and_sets_exit_code(stats_bundle: Bundle, tmp_path
     silent = tether("call", "no-such-device", "stats/ping", "--timeout", "1")
     assert silent.returncode == 3
     assert "no reply" in silent.stderr
+
+
+def test_workers_run_nicer_than_the_gateway(stats_bundle: Bundle) -> None:
+    gw = os.getpriority(os.PRIO_PROCESS, stats_bundle.pid("gateway"))
+    worker = os.getpriority(os.PRIO_PROCESS, stats_bundle.pid("stats"))
+    assert worker == min(19, gw + 5)

@@ -1,9 +1,9 @@
 """``python -m services.apt``: the apt service."""
 
-from common.worker import idle_unless_enabled, run
+from common.worker import prepare_worker, run
 
-# Before the backend is imported: a worker disabled in the configuration stays light.
-idle_unless_enabled("apt")
+# Before the backend is imported (see prepare_worker).
+prepare_worker("apt")
 
 from services.apt.actions import ACTIONS, AptContext, prime, report
 from services.apt.backend import wait_for_changes

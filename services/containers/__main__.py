@@ -1,9 +1,9 @@
 """The containers service: applications as Docker containers, through the Docker Engine API."""
 
-from common.worker import idle_unless_enabled, run
+from common.worker import prepare_worker, run
 
-# Before the backend is imported: a worker disabled in the configuration stays light.
-idle_unless_enabled("containers")
+# Before the backend is imported (see prepare_worker).
+prepare_worker("containers")
 
 from services.containers.actions import ACTIONS, ContainersContext, probe_loop, report
 

@@ -1,9 +1,9 @@
 """The network service: NetworkManager over D-Bus."""
 
-from common.worker import idle_unless_enabled, run
+from common.worker import prepare_worker, run
 
-# Before the backend is imported: a worker disabled in the configuration stays light.
-idle_unless_enabled("network")
+# Before the backend is imported (see prepare_worker).
+prepare_worker("network")
 
 from services.network.actions import ACTIONS, keep_connected, make_context, report, watch_link
 

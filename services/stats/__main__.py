@@ -1,7 +1,7 @@
-from common.worker import idle_unless_enabled, run
+from common.worker import prepare_worker, run
 
-# Before the backend is imported: a worker disabled in the configuration stays light.
-idle_unless_enabled("stats")
+# Before the backend is imported (see prepare_worker).
+prepare_worker("stats")
 
 from services.stats.actions import ACTIONS, StatsContext, telemetry_loop
 
