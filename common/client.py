@@ -90,6 +90,7 @@ class TetherClient:
         try:
             await self._mqtt.__aenter__()
         except aiomqtt.MqttError as err:
+            _close_socket(self._mqtt)
             raise ClientError(f"cannot connect to broker {s.host}:{s.port}: {err}") from err
         # A command must not wait for the TCP ACK of the PUBACK sent before it (Nagle's
         # algorithm meets delayed ACKs: ~40 ms per call on Linux); paho leaves it on.
@@ -109,6 +110,7 @@ class TetherClient:
         if self._mqtt:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._mqtt.__aexit__(et, e, tb)
+            _close_socket(self._mqtt)
 
     @property
     def mqtt(self) -> aiomqtt.Client:
@@ -247,3 +249,10 @@ class TetherClient:
                 body = msgspec.json.decode(payload)
                 if isinstance(body, dict) and body.get("state") == state:
                     return body
+
+
+def _close_socket(client: aiomqtt.Client) -> None:
+    # When the broker vanishes mid-session, aiomqtt's forced disconnect can leave paho's
+    # socket open (a ResourceWarning later); closing it twice is harmless.
+    with contextlib.suppress(AttributeError, OSError):
+        client._client._sock_close()
