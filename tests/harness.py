@@ -23,6 +23,7 @@ import msgspec
 import pytest
 
 from common.client import ClientSettings, TetherClient
+from common.supervisor import SupervisorClient
 from common.demo import REPO, Supervisor
 from common.devbroker import Mosquitto, free_port
 from common.pki import DevPki
@@ -129,10 +130,14 @@ class Bundle:
         deadline = time.monotonic() + timeout
         async with self.client() as c:
             await c.wait_status(self.device, "online", timeout)
+            sup = SupervisorClient(self.config_data["supervisor"]["socket"])
             while True:
                 r = await c.call(self.device, "agent", "capabilities", timeout=5)
                 if r.get("ok") and not r["result"]["unavailable"]:
-                    return
+                    # ... and supervisord agrees every program is past its startsecs.
+                    states = {i.name: i.state for i in await sup.all_info()}
+                    if all(s == "RUNNING" for s in states.values()):
+                        return
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"bundle not ready: {r}\n{self.logs()}")
                 await asyncio.sleep(0.2)
