@@ -437,3 +437,66 @@ async def test_repos_add_writes_files_tether_owns(ctx: AptContext, tmp_path: Pat
     ]
     await invoke("repos/remove", b'{"file": "x.list"}')
     assert not (tmp_path / "d" / "x.list").exists()
+
+
+# --- the compact candidate table -------------------------------------------------------------
+
+
+def _dumpavail_text(n: int) -> tuple[bytes, dict[tuple[str, str], tuple[str, str]]]:
+    """A synthetic ``apt-cache dumpavail`` output and the (version, summary) it describes."""
+    recs: dict[tuple[str, str], tuple[str, str]] = {}
+    paras = []
+    for i in range(n):
+        name = f"pkg{i * 7919 % n:04d}" + ("-dev" if i % 5 == 0 else "")
+        arch = "all" if i % 3 == 0 else "amd64"
+        summary = f"Tool number {i} für {'Python' if i % 4 == 0 else 'C'} users"
+        recs[(name, arch)] = (f"1:{i}.0-{i % 9}", summary)
+        paras.append(
+            f"Package: {name}\nVersion: 1:{i}.0-{i % 9}\nInstalled-Size: {i}\n"
+            f"Architecture: {arch}\nDepends: libc6\nDescription: {summary}\n long text Zzz\n"
+        )
+    for name, arch in (("two-arch", "i386"), ("two-arch-x", "all"), ("two-arch", "amd64")):
+        recs[(name, arch)] = ("2.0", f"{name} on {arch}")
+        paras.append(f"Package: {name}\nArchitecture: {arch}\nVersion: 2.0\n"
+                     f"Description: {name} on {arch}\n")  # fmt: skip
+    paras.append("Package: no-version-here\nArchitecture: all\n")  # not a candidate
+    return "\n".join(paras).encode(), recs
+
+
+@pytest.mark.parametrize("chunk", [7, 4096, 1 << 20])
+def test_candidate_table_matches_the_records(chunk: int) -> None:
+    import io
+
+    from services.apt.actions import _merged_page
+    from services.apt.dumpavail import parse, read, write
+
+    text, recs = _dumpavail_text(700)
+    buf = io.BytesIO()
+    write(parse(text[i : i + chunk] for i in range(0, len(text), chunk)), buf)
+    buf.seek(0)
+    cands = backend.Candidates(read(buf))
+    keys = sorted(recs)
+    assert len(cands) == len(recs) and [cands.key(i) for i in range(len(cands))] == keys
+    for i, k in enumerate(keys):
+        assert cands.index(k) == i and cands.get(k) == recs[k] and k in cands
+    assert cands.get(("pkg0001", "i386")) is None and ("no-version-here", "all") not in cands
+    named = [cands.key(i) for i in cands.of_name("two-arch")]
+    assert named == [("two-arch", "amd64"), ("two-arch", "i386")]
+    for needle in ("python", "für", "zzz", "-dev", "pkg00", "nothing"):
+        expected = [i for i, k in enumerate(keys)
+                    if needle in k[0] or needle in recs[k][1].casefold()]  # fmt: skip
+        assert list(cands.search(needle)) == expected, needle
+    extra = [("pkg0000", "i386"), ("aaa", "all"), ("zzz", "all")]
+    union = sorted(keys + extra)
+    for start in (0, 1, 5, 100, len(union) - 2, len(union)):
+        page = _merged_page(cands, range(len(cands)), sorted(extra), start, 50)
+        assert [k for k, _ in page] == union[start : start + 50]
+        assert all(i == -1 if k in extra else cands.key(i) == k for k, i in page)
+
+
+@pytest.mark.skipif(shutil.which("apt-cache") is None, reason="apt-cache is not installed")
+async def test_unreadable_package_lists_are_unavailable(ctx: AptContext, tmp_path: Path) -> None:
+    (tmp_path / "sources.list").write_text("this is not a sources.list line\n")
+    with pytest.raises(TetherError) as e:
+        await ctx.apt.candidates()
+    assert e.value.code == "service_unavailable" and "sources.list" in e.value.message

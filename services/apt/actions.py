@@ -10,11 +10,14 @@ Read-only actions (``list``, ``get``, ``repos/list``) never wait for jobs.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import heapq
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from array import array
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from common.health import HealthReport
 from common.jobs import JOB_ACTIONS, JobHandle, JobManager
 from common.messages import JobRef, ServiceState
 from services.apt import backend
-from services.apt.backend import Apt, Key, lock_holder, run_change, run_tool
+from services.apt.backend import Apt, Candidates, Key, lock_holder, run_change, run_tool
 from services.apt.models import (
     ChangeResult,
     GetArgs,
@@ -82,13 +85,38 @@ class AptContext:
 # --- read-only ---------------------------------------------------------------------------
 
 
-def _status_of(inst: backend.Installed | None, cand: backend.Candidate | None) -> str:
+def _status_of(inst: backend.Installed | None, candidate: str | None) -> str:
     if inst is None:
         return "not-installed"
     st = inst.status
-    if st == "installed" and cand and backend.compare_versions(cand.version, inst.version) > 0:
+    if st == "installed" and candidate and backend.compare_versions(candidate, inst.version) > 0:
         return "upgradable"
     return st
+
+
+Listed = tuple[Key, int]  # (name, arch), index in Candidates or -1
+
+
+def _merged_page(
+    cands: Candidates, idx: Sequence[int], extra: list[Key], start: int, count: int
+) -> list[Listed]:
+    """Entries ``start``... of the sorted union of the candidates ``idx`` (ascending indexes)
+    and ``extra`` (sorted keys apt has no candidate for), without building that union."""
+    # extra[j] sorts before idx[ins[j]]
+    ins = [bisect.bisect_left(idx, cands.insertion_point(k)) for k in extra]
+    j = sum(1 for n, p in enumerate(ins) if p + n < start)
+    c = start - j
+    out: list[Listed] = []
+    while len(out) < count:
+        if j < len(extra) and (c >= len(idx) or ins[j] <= c):
+            out.append((extra[j], -1))
+            j += 1
+        elif c < len(idx):
+            out.append((cands.key(idx[c]), idx[c]))
+            c += 1
+        else:
+            break
+    return out
 
 
 async def list_packages(ctx: AptContext, args: ListArgs) -> PackageList:
@@ -99,37 +127,65 @@ async def list_packages(ctx: AptContext, args: ListArgs) -> PackageList:
     except TetherError:
         if args.filter != "installed":
             raise
-        cands = {}  # installed packages are still listed, without candidate versions
-    if args.filter == "all":
-        keys: set[Key] | list[Key] = installed.keys() | cands.keys()
-    else:
-        keys = [k for k, v in installed.items() if v.state != "not-installed"]
-    if args.search:
-        needle = args.search.casefold()
-
-        def matches(k: Key) -> bool:
-            i, c = installed.get(k), cands.get(k)
-            summary = i.summary if i else c.summary if c else ""
-            return needle in k[0] or needle in summary.casefold()
-
-        keys = [k for k in keys if matches(k)]
-    if args.filter == "upgradable":
-        keys = [k for k in keys if _status_of(installed.get(k), cands.get(k)) == "upgradable"]
-    ordered = sorted(keys)
-    total = len(ordered)
+        cands = Candidates()  # installed packages are still listed, without candidates
     start = (args.page - 1) * args.page_size
+    needle = args.search.casefold() if args.search else None
+
+    def matches(k: Key, i: backend.Installed) -> bool:
+        return needle is None or needle in k[0] or needle in i.summary.casefold()
+
+    page: list[Listed]
+    if args.filter == "all":
+        # installed packages match on their installed summary, the others on apt's; the
+        # candidates stay indexes (a search may match most of 60 000 packages)
+        idx: Sequence[int] = range(len(cands))
+        extra: list[Key] = []
+        if needle is None:
+            extra = sorted(k for k in installed if k not in cands)
+        else:
+            mine = {cands.index(k) for k in installed}
+            found: list[int] = []
+            for k, v in installed.items():
+                if matches(k, v):
+                    ix = cands.index(k)
+                    if ix >= 0:
+                        found.append(ix)
+                    else:
+                        extra.append(k)
+            others = (ix for ix in cands.search(needle) if ix not in mine)
+            hits = array("I", heapq.merge(others, sorted(found)))
+            extra.sort()
+            idx = hits
+        total = len(idx) + len(extra)
+        page = _merged_page(cands, idx, extra, start, args.page_size)
+    else:
+        entries = [
+            (k, cands.index(k))
+            for k, v in installed.items()
+            if v.state != "not-installed" and matches(k, v)
+        ]
+        if args.filter == "upgradable":
+            entries = [
+                (k, c)
+                for k, c in entries
+                if c >= 0 and _status_of(installed[k], cands.version(c)) == "upgradable"
+            ]
+        entries.sort()
+        total = len(entries)
+        page = entries[start : start + args.page_size]
     packages = []
-    for k in ordered[start : start + args.page_size]:
-        i, c = installed.get(k), cands.get(k)
+    for k, c in page:
+        i = installed.get(k)
+        candidate = cands.version(c) if c >= 0 else None
         present = i is not None and i.status != "not-installed"
         packages.append(
             Package(
                 name=k[0],
                 architecture=k[1],
-                status=_status_of(i, c) if present else "not-installed",  # type: ignore[arg-type]
+                status=_status_of(i, candidate) if present else "not-installed",  # type: ignore[arg-type]
                 version=i.version if i and present else None,
-                candidate=c.version if c else None,
-                summary=(i.summary if i and i.summary else c.summary if c else ""),
+                candidate=candidate,
+                summary=(i.summary if i and i.summary else cands.summary(c) if c >= 0 else ""),
                 held=bool(i and i.want == "hold"),
             )
         )
@@ -146,13 +202,9 @@ async def get_packages(ctx: AptContext, args: GetArgs) -> GetResult:
     found: list[Key] = []
     missing: list[str] = []
     for s in specs:
-        keys = [
-            k
-            for k in sorted(installed.keys() | cands.keys())
-            if k[0] == s.name
-            and (s.arch is None or k[1] in (s.arch, "all"))
-            and (k in cands or installed[k].state != "not-installed")
-        ]
+        named = {k for k, v in installed.items() if k[0] == s.name and v.state != "not-installed"}
+        named.update(cands.key(i) for i in cands.of_name(s.name))
+        keys = sorted(k for k in named if s.arch is None or k[1] in (s.arch, "all"))
         if not keys:
             missing.append(str(s))
         found.extend(k for k in keys if k not in found)
@@ -167,8 +219,9 @@ async def get_packages(ctx: AptContext, args: GetArgs) -> GetResult:
         i, c = installed.get(k), cands.get(k)
         info = shown.get(k) or PackageInfo(name=k[0], architecture=k[1], status="not-installed")
         present = i is not None and i.state != "not-installed"
-        info.status = _status_of(i, c) if present else "not-installed"  # type: ignore[assignment]
-        info.candidate_version = c.version if c else None
+        candidate = c.version if c else None
+        info.status = _status_of(i, candidate) if present else "not-installed"  # type: ignore[assignment]
+        info.candidate_version = candidate
         if i is not None and present:
             info.installed_version = i.version
             info.summary = i.summary or info.summary

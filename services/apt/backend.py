@@ -20,8 +20,11 @@ import os
 import re
 import struct
 import subprocess
+import sys
 import tempfile
 import time
+import zlib
+from array import array
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,7 @@ from common.errors import (
     ServiceUnavailable,
     TetherError,
 )
+from services.apt import dumpavail
 from services.apt.models import Change, PackageInfo, RepoFetch
 
 log = logging.getLogger("tether.apt")
@@ -240,27 +244,104 @@ class Candidate(NamedTuple):
     summary: str
 
 
-def _field(para: bytes, tag: bytes) -> str:
-    i = para.find(tag)
-    if i < 0:
-        return ""
-    i += len(tag)
-    j = para.find(b"\n", i)
-    return para[i : j if j >= 0 else len(para)].strip().decode("utf-8", "replace")
+class Candidates:
+    """apt's candidate version and summary of every known package, kept compact.
 
+    ``apt-cache dumpavail`` knows tens of thousands of packages (63 000 with Debian's main
+    archive); one Python object per package would cost the worker tens of MB for as long as
+    it runs. The table (made by :mod:`services.apt.dumpavail` in a helper process) holds the
+    records sorted by (name, architecture) as one bytes object of ``name\tarch\tversion``
+    lines, found by binary search over an array of line offsets, and the summaries as
+    zlib-compressed blocks of ``name\tsummary`` lines, decompressed for the page being
+    returned or, for a search, one block at a time. Records are addressed by their index.
+    """
 
-def parse_dumpavail(data: bytes) -> dict[Key, Candidate]:
-    """``apt-cache dumpavail`` prints one record per package: apt's candidate version.
-    Its output is tens of MB, so fields are found with bytes.find, not line by line."""
-    out: dict[Key, Candidate] = {}
-    for chunk in data.split(b"\n\n"):
-        para = b"\n" + chunk
-        name = _field(para, b"\nPackage: ")
-        version = _field(para, b"\nVersion: ")
-        if name and version:
-            arch = _field(para, b"\nArchitecture: ")
-            out[(name, arch)] = Candidate(version, _field(para, b"\nDescription: "))
-    return out
+    def __init__(self, table: dumpavail.Table | None = None) -> None:
+        self._blob, self._starts, self._blocks = table or (b"", array("I", [0]), [])
+        self._n = len(self._starts) - 1
+        self._block: tuple[int, list[str]] = (-1, [])
+        self._memo: dict[Key, int] = {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and self.index(key) >= 0
+
+    def _line(self, i: int) -> list[str]:
+        s, e = self._starts[i], self._starts[i + 1] - 1
+        return self._blob[s:e].decode("utf-8", "replace").split("\t")
+
+    def _bisect(self, probe: bytes) -> int:
+        """Index of the first record whose line is >= ``probe`` in its first bytes."""
+        blob, starts, n = self._blob, self._starts, len(probe)
+        lo, hi = 0, self._n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            s = starts[mid]
+            if blob[s : s + n] < probe:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def key(self, i: int) -> Key:
+        name, arch, _ = self._line(i)
+        return name, arch
+
+    def version(self, i: int) -> str:
+        return self._line(i)[2]
+
+    def summary(self, i: int) -> str:
+        b, j = divmod(i, dumpavail.SUMMARY_BLOCK)
+        if self._block[0] != b:
+            text = zlib.decompress(self._blocks[b]).decode("utf-8", "replace")
+            self._block = (b, text.split("\n"))
+        return self._block[1][j].partition("\t")[2]
+
+    def index(self, key: Key) -> int:
+        """Index of the record of ``key``, or -1 when apt has no candidate for it."""
+        i = self._memo.get(key)
+        if i is None:
+            probe = f"{key[0]}\t{key[1]}\t".encode()
+            i = self._bisect(probe)
+            if i >= self._n or not self._blob.startswith(probe, self._starts[i]):
+                i = -1
+            if len(self._memo) > 20_000:  # it holds installed packages and get's names
+                self._memo.clear()
+            self._memo[key] = i
+        return i
+
+    def insertion_point(self, key: Key) -> int:
+        """How many records sort before ``key``."""
+        return self._bisect(f"{key[0]}\t{key[1]}\t".encode())
+
+    def get(self, key: Key) -> Candidate | None:
+        i = self.index(key)
+        return Candidate(self.version(i), self.summary(i)) if i >= 0 else None
+
+    def of_name(self, name: str) -> list[int]:
+        """Indexes of the records of package ``name`` (one per architecture)."""
+        probe = f"{name}\t".encode()
+        i, out = self._bisect(probe), []
+        while i < self._n and self._blob.startswith(probe, self._starts[i]):
+            out.append(i)
+            i += 1
+        return out
+
+    def search(self, needle: str) -> array[int]:
+        """Indexes (ascending) of the records whose name or summary contains ``needle``
+        (casefolded)."""
+        out = array("I")
+        for b, block in enumerate(self._blocks):
+            base = b * dumpavail.SUMMARY_BLOCK
+            lines = zlib.decompress(block).decode("utf-8", "replace").casefold().split("\n")
+            for j, line in enumerate(lines):
+                if needle in line:
+                    name, _, summary = line.partition("\t")
+                    if needle in name or needle in summary:
+                        out.append(base + j)
+        return out
 
 
 def _stat_key(paths: Iterable[Path]) -> tuple[tuple[str, int, int, int], ...]:
@@ -694,7 +775,7 @@ class Apt:
     def __init__(self, settings: AptSettings) -> None:
         self.settings = settings
         self._status: tuple[object, dict[Key, Installed]] | None = None
-        self._cands: tuple[object, dict[Key, Candidate]] | None = None
+        self._cands: tuple[object, Candidates] | None = None
         self._cand_lock = asyncio.Lock()
 
     # options -----------------------------------------------------------------------------
@@ -765,27 +846,42 @@ class Apt:
             paths += sorted(Path(s.sources_dir).iterdir())
         return _stat_key(paths)
 
-    async def candidates(self) -> dict[Key, Candidate]:
+    async def candidates(self) -> Candidates:
         """apt's candidate version of every known package (cached until lists change)."""
         async with self._cand_lock:
             key = await asyncio.to_thread(self._candidates_key)
             if self._cands is not None and self._cands[0] == key:
                 return self._cands[1]
             started = time.monotonic()
-            argv = ["apt-cache", *self.dir_options(), "dumpavail"]
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV
-            )
-            out, err = await proc.communicate()
-            if proc.returncode != 0:
-                raise ServiceUnavailable(
-                    "apt-cache cannot read the package lists: "
-                    + err.decode("utf-8", "replace").strip()[-500:],
-                )
-            cands = await asyncio.to_thread(parse_dumpavail, out)
+            self._cands = None  # the old table is not kept alive while the new one is built
+            cands = await asyncio.to_thread(self._read_candidates)
             self._cands = (key, cands)
             log.info("read %d candidates in %.2fs", len(cands), time.monotonic() - started)
             return cands
+
+    def _read_candidates(self) -> Candidates:
+        # a helper process parses apt-cache's tens of MB: see services.apt.dumpavail
+        argv = [sys.executable, "-I", "-S", dumpavail.__file__, "apt-cache",
+                *self.dir_options(), "dumpavail"]  # fmt: skip
+        with tempfile.TemporaryFile() as err:  # a file: a chatty stderr cannot block it
+            with subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=ENV
+            ) as proc:
+                assert proc.stdout is not None
+                try:
+                    table = dumpavail.read(proc.stdout)
+                except (EOFError, struct.error):
+                    table = None
+            if proc.returncode == 127:
+                raise _missing("apt-cache")
+            if proc.returncode != 0 or table is None:
+                err.seek(0)
+                raise ServiceUnavailable(
+                    "apt-cache cannot read the package lists: "
+                    + err.read().decode("utf-8", "replace").strip()[-500:],
+                    {"exit_code": proc.returncode},
+                )
+        return Candidates(table)
 
     async def show(self, names: list[str]) -> dict[Key, PackageInfo]:
         """Candidate records of known packages (``apt-cache show``), by (name, arch)."""
