@@ -19,7 +19,14 @@ import zmq
 import zmq.asyncio
 
 from common import __version__
-from common.ipc import HEALTH_TOPIC, encoder, health_endpoint, heartbeat_decoder, tune
+from common.ipc import (
+    HEALTH_TOPIC,
+    encoder,
+    ensure_runtime_dir,
+    health_endpoint,
+    heartbeat_decoder,
+    tune,
+)
 from common.messages import Heartbeat, ServiceState
 
 #: Every process that beats: the gateway, the watchdog and the worker services.
@@ -51,6 +58,7 @@ class HealthPublisher:
         self._state_override: ServiceState | None = ServiceState.STARTING
         self._sock = ctx.socket(zmq.PUB)
         tune(self._sock)
+        ensure_runtime_dir(runtime_dir)  # the watchdog may start before anyone made it
         path = health_endpoint(runtime_dir, process)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path.removeprefix("ipc://"))

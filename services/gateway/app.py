@@ -101,6 +101,7 @@ class Gateway:
         self.health = HealthPublisher(
             self.zctx, "gateway", settings.runtime_dir, settings.health.interval, self._report
         )
+        self.mirror.own = self.health.beat
         self._events: Any = None
         self._learn_timeouts(agent.ACTIONS.info())
 

@@ -38,6 +38,8 @@ class HealthMirror:
         self._publish = publish
         self._on_restart = on_restart
         self.beats: dict[str, Heartbeat] = {}
+        #: The gateway's own beat, read directly rather than back from its own socket.
+        self.own: Callable[[], Heartbeat] | None = None
         self._last_key: Any = None
         self._last_sent = 0.0
 
@@ -53,7 +55,7 @@ class HealthMirror:
             watch = wd.facts.get("watch", {}) or {}
         services: dict[str, ServiceHealth] = {}
         for p in self.processes:
-            b = self.beats.get(p)
+            b = self.own() if p == "gateway" and self.own is not None else self.beats.get(p)
             w = watch.get(p, {}) if isinstance(watch, dict) else {}
             if b is None:
                 sh = ServiceHealth("silent", reason="no heartbeat yet")
