@@ -23,10 +23,10 @@ import msgspec
 import pytest
 
 from common.client import ClientSettings, TetherClient
-from common.supervisor import SupervisorClient
 from common.demo import REPO, Supervisor
 from common.devbroker import Mosquitto, free_port
 from common.pki import DevPki
+from common.supervisor import SupervisorClient
 
 IS_ROOT = os.geteuid() == 0
 
