@@ -44,10 +44,22 @@ def tables() -> list[ActionTable[Any]]:
     return out
 
 
-def _schema_ref(tp: Any, defs: dict[str, Any]) -> Any:
-    (schema,), components = msgspec.json.schema_components([tp], ref_template="#/$defs/{name}")
-    defs.update(components)
+def _schema_ref(tp: Any, defs: dict[str, Any], ns: str = "tether") -> Any:
+    """The schema of ``tp``, its named types added to ``defs`` as ``{ns}.{Name}``. Each
+    service is its own namespace: two services may both have a ``GetArgs``."""
+    (schema,), components = msgspec.json.schema_components(
+        [tp], ref_template=f"#/$defs/{ns}.{{name}}"
+    )
+    for name, comp in components.items():
+        key = f"{ns}.{name}"
+        if key in defs and defs[key] != comp:
+            raise ValueError(f"two different types are both named {key}")
+        defs[key] = comp
     return schema
+
+
+def _result(a: Any) -> Any:
+    return JobRef if a.job else a.result
 
 
 def _type_text(schema: Any) -> str:
@@ -97,8 +109,8 @@ def render_markdown(ts: list[ActionTable[Any]]) -> str:
                 "",
                 a.doc or "(no description)",
                 "",
-                f"- arguments: `{_type_text(_schema_ref(a.args, defs))}`",
-                f"- result: `{_type_text(_schema_ref(JobRef if a.job else a.result, defs))}`",
+                f"- arguments: `{_type_text(_schema_ref(a.args, defs, t.service))}`",
+                f"- result: `{_type_text(_schema_ref(_result(a), defs, t.service))}`",
             ]
     out += ["", "## Types", ""]
     for t2 in (Command, Reply, JobEvent, Heartbeat, Capabilities):
@@ -129,7 +141,7 @@ def render_asyncapi(ts: list[ActionTable[Any]]) -> str:
                     "command": {
                         "payload": {
                             "allOf": [_schema_ref(Command, defs)],
-                            "properties": {"args": _schema_ref(a.args, defs)},
+                            "properties": {"args": _schema_ref(a.args, defs, t.service)},
                         }
                     }
                 },
@@ -143,7 +155,9 @@ def render_asyncapi(ts: list[ActionTable[Any]]) -> str:
                         "payload": {
                             "allOf": [_schema_ref(Reply, defs)],
                             "properties": {
-                                "result": _schema_ref(JobRef if a.job else a.result, defs)
+                                "result": _schema_ref(
+                                    JobRef if a.job else a.result, defs, t.service
+                                )
                             },
                         }
                     }

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ import msgspec
 
 EXIT_OK, EXIT_ERROR_REPLY, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
 
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
 
 def _print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
@@ -36,18 +40,35 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_call(a: argparse.Namespace) -> int:
-    from common.client import ClientError, TetherClient, load_client_settings
+    from common.client import ClientConfigError, ClientError, TetherClient, load_client_settings
     from common.demo import default_client_config
+    from common.topics import valid_name_segment
 
     service, sep, action = a.target.partition("/")
-    if not sep or not service or not action:
-        print("tether call: give SERVICE/ACTION, e.g. stats/get", file=sys.stderr)
+    if (
+        not sep
+        or not valid_name_segment(service)
+        or not all(valid_name_segment(p) for p in action.split("/"))
+    ):
+        print(
+            "tether call: give SERVICE/ACTION in lowercase words, e.g. stats/get or "
+            "network/wifi/scan",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not _DEVICE_ID.match(a.device):
+        print(
+            f"tether call: {a.device!r} is not a device id (letters, digits, '_', '.', '-'; "
+            "at most 64)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     args = None
     if a.args is not None:
         try:
             args = json.loads(a.args)
-        except json.JSONDecodeError as err:
+            msgspec.json.encode(args)  # e.g. a lone surrogate ("\ud800") cannot be sent
+        except (json.JSONDecodeError, UnicodeError) as err:
             print(f"tether call: JSON arguments are invalid: {err}", file=sys.stderr)
             return EXIT_USAGE
     path = Path(a.client_config) if a.client_config else default_client_config()
@@ -67,21 +88,40 @@ def cmd_call(a: argparse.Namespace) -> int:
 
     async def go() -> int:
         async with TetherClient(settings) as c:
-            reply = await c.call(a.device, service, action, args, timeout=a.timeout)
-            _print_json(reply)
-            if not reply.get("ok"):
-                return EXIT_ERROR_REPLY
-            result = reply.get("result")
-            if a.follow and isinstance(result, dict) and "job_id" in result:
-                final: dict[str, Any] = {}
-                async for ev in c.follow_job(a.device, result["job_id"], a.job_timeout):
-                    _print_json(ev)
-                    final = ev
-                return EXIT_OK if final.get("state") == "succeeded" else EXIT_ERROR_REPLY
+            status = await c.last_status(a.device)
+            if status is None:
+                raise ClientError(
+                    f"device {a.device!r} has never connected to this broker (no retained "
+                    "status); check the device id"
+                )
+            if status.get("state") != "online":
+                print(
+                    f"tether call: {a.device} is offline; the command waits at the broker "
+                    f"for up to {a.timeout:.0f}s",
+                    file=sys.stderr,
+                )
+            # Subscribed before the command is sent, so a job's first events are not missed.
+            async with c.subscribe(c.topics(a.device).jobs_filter()) as early:
+                reply = await c.call(a.device, service, action, args, timeout=a.timeout)
+                _print_json(reply)
+                if not reply.get("ok"):
+                    return EXIT_ERROR_REPLY
+                result = reply.get("result")
+                if a.follow and isinstance(result, dict) and "job_id" in result:
+                    final: dict[str, Any] = {}
+                    async for ev in c.follow_job(
+                        a.device, result["job_id"], a.job_timeout, early=early
+                    ):
+                        _print_json(ev)
+                        final = ev
+                    return EXIT_OK if final.get("state") == "succeeded" else EXIT_ERROR_REPLY
             return EXIT_OK
 
     try:
         return asyncio.run(go())
+    except ClientConfigError as err:
+        print(f"tether call: {path}: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except ClientError as err:
         print(f"tether call: {err}", file=sys.stderr)
         return EXIT_NO_ANSWER
@@ -90,15 +130,20 @@ def cmd_call(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from common.demo import run_demo
 
-    return run_demo(a.port, a.ws_port, a.console_port)
+    return run_demo(a.port, a.ws_port, a.console_port, a.read_only)
 
 
 def cmd_health(a: argparse.Namespace) -> int:
-    from common.config import ConfigError, load_settings
+    from common.config import DEFAULT_CONFIG_PATH, ENV_CONFIG, ConfigError, load_settings
+    from common.demo import demo_dir
     from common.healthview import show_health
 
+    path = a.config
+    demo_config = demo_dir() / "tether.toml"
+    if not path and not os.environ.get(ENV_CONFIG) and not DEFAULT_CONFIG_PATH.exists():
+        path = str(demo_config) if demo_config.exists() else None  # the running demo's
     try:
-        settings = load_settings(a.config)
+        settings = load_settings(path)
     except ConfigError as err:
         print(f"tether health: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -260,16 +305,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--client-config",
         help="broker settings (default: ~/.config/tether/client.toml, or the running demo's)",
     )
-    c.add_argument("--timeout", type=float, default=30.0)
+    c.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the reply (default 30)"
+    )
     c.add_argument(
         "--follow", action="store_true", help="for a job: print its events until it ends"
     )
-    c.add_argument("--job-timeout", type=float, default=3600.0)
+    c.add_argument(
+        "--job-timeout",
+        type=float,
+        default=3600.0,
+        help="with --follow: seconds to wait for the job's end (default 3600)",
+    )
     c.set_defaults(func=cmd_call)
 
     d = sub.add_parser("demo", help="run a local broker and the bundle until Ctrl-C")
     d.add_argument("--port", type=int, default=8883)
     d.add_argument("--ws-port", type=int, default=9001)
+    d.add_argument(
+        "--read-only",
+        action="store_true",
+        help="deny every action that changes this machine (authz read_only)",
+    )
     d.add_argument("--console-port", type=int, default=8080, help="web console (0: any free)")
     d.set_defaults(func=cmd_demo)
 
@@ -371,6 +428,9 @@ def main(argv: list[str] | None = None) -> None:
         rc = a.func(a)
     except KeyboardInterrupt:
         rc = 130
+    except BrokenPipeError:  # e.g. `tether health | head`
+        sys.stderr.close()
+        rc = 0
     raise SystemExit(rc)
 
 

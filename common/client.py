@@ -47,6 +47,10 @@ class ClientError(Exception):
     """The client could not get an answer (broker unreachable, timeout)."""
 
 
+class ClientConfigError(ClientError):
+    """The client's own settings are unusable (e.g. a missing CA file)."""
+
+
 def _tls(s: ClientSettings) -> ssl.SSLContext | None:
     if not s.tls:
         return None
@@ -76,7 +80,12 @@ class TetherClient:
 
     async def __aenter__(self) -> TetherClient:
         s = self.settings
-        tls = await asyncio.to_thread(_tls, s)
+        try:
+            tls = await asyncio.to_thread(_tls, s)
+        except (OSError, ssl.SSLError) as err:
+            raise ClientConfigError(
+                f"cannot load the TLS files of the client settings: {err}"
+            ) from err
         self._mqtt = aiomqtt.Client(
             s.host,
             s.port,
@@ -212,27 +221,56 @@ class TetherClient:
                     await self.mqtt.unsubscribe(topic_filter)
 
     async def follow_job(
-        self, device: str, job_id: str, timeout: float = 300.0
+        self,
+        device: str,
+        job_id: str,
+        timeout: float = 300.0,
+        early: asyncio.Queue[tuple[str, bytes]] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yield a job's events until its final one (retained, so never missed)."""
-        deadline = time.monotonic() + timeout
-        async with self.subscribe(self.topics(device).job(job_id)) as q:
-            last_seq = 0
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ClientError(f"job {job_id} did not finish within {timeout:.0f}s")
-                try:
-                    _, payload = await asyncio.wait_for(q.get(), left)
-                except TimeoutError:
-                    continue
-                ev = msgspec.json.decode(payload)
-                if not isinstance(ev, dict) or ev.get("seq", 0) <= last_seq:
-                    continue  # a retained copy of an event already seen
-                last_seq = ev["seq"]
+        """Yield a job's events until its final one (retained, so never missed). ``early`` is
+        a queue subscribed to the device's jobs before the job was started, so that its first
+        events are not missed either."""
+        topic = self.topics(device).job(job_id)
+        if early is not None:
+            async for ev in self._job_events(early, topic, job_id, timeout):
                 yield ev
-                if ev.get("state") in ("succeeded", "failed", "cancelled"):
-                    return
+            return
+        async with self.subscribe(topic) as q:
+            async for ev in self._job_events(q, topic, job_id, timeout):
+                yield ev
+
+    async def _job_events(
+        self, q: asyncio.Queue[tuple[str, bytes]], topic: str, job_id: str, timeout: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        last_seq = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ClientError(f"job {job_id} did not finish within {timeout:.0f}s")
+            try:
+                t, payload = await asyncio.wait_for(q.get(), left)
+            except TimeoutError:
+                continue
+            if t != topic:
+                continue  # another job of the same device
+            ev = msgspec.json.decode(payload)
+            if not isinstance(ev, dict) or ev.get("seq", 0) <= last_seq:
+                continue  # a retained copy of an event already seen
+            last_seq = ev["seq"]
+            yield ev
+            if ev.get("state") in ("succeeded", "failed", "cancelled"):
+                return
+
+    async def last_status(self, device: str, wait: float = 1.0) -> dict[str, Any] | None:
+        """The device's retained status, or None if the broker has none (never connected)."""
+        async with self.subscribe(self.topics(device).status) as q:
+            try:
+                _, payload = await asyncio.wait_for(q.get(), wait)
+            except TimeoutError:
+                return None
+        body = msgspec.json.decode(payload)
+        return body if isinstance(body, dict) else None
 
     async def wait_status(self, device: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
         """Wait until the device's retained status says ``state`` ("online"/"offline")."""

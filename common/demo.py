@@ -52,7 +52,9 @@ def _toml_str(s: str) -> str:
     return msgspec.json.encode(s).decode()  # a JSON string is a valid TOML basic string
 
 
-def device_config(d: Path, pki: DevPki, port: int, services: list[str]) -> str:
+def device_config(
+    d: Path, pki: DevPki, port: int, services: list[str], read_only: bool = False
+) -> str:
     return f"""# Tether demo device (written by `tether demo`)
 device_id = "{DEMO_DEVICE}"
 runtime_dir = {_toml_str(str(d / "run"))}
@@ -71,6 +73,9 @@ interval = 5.0
 
 [supervisor]
 socket = {_toml_str(str(d / "supervisor" / "supervisor.sock"))}
+
+[authz]
+read_only = {"true" if read_only else "false"}
 """
 
 
@@ -174,7 +179,9 @@ async def _show(settings: ClientSettings) -> None:
         )
 
 
-def run_demo(port: int = 8883, ws_port: int = 9001, console_port: int = 8080) -> int:
+def run_demo(
+    port: int = 8883, ws_port: int = 9001, console_port: int = 8080, read_only: bool = False
+) -> int:
     from common.console import start_console
 
     d = demo_dir()
@@ -189,7 +196,7 @@ def run_demo(port: int = 8883, ws_port: int = 9001, console_port: int = 8080) ->
             return 1
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     pki = make_dev_pki(d / "pki", DEMO_DEVICE)
-    (d / "tether.toml").write_text(device_config(d, pki, port, list(KNOWN_SERVICES)))
+    (d / "tether.toml").write_text(device_config(d, pki, port, list(KNOWN_SERVICES), read_only))
     broker = Mosquitto(d / "broker", pki, port, ws_port)
     sup = Supervisor(d / "supervisor", d / "tether.toml")
     client_file = d / "client.toml"

@@ -60,6 +60,9 @@ class ActionTable(Generic[C]):
         self.version = version
         self._actions: dict[str, Action[C, Any, Any]] = {}
         self._decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+        #: Mutating actions refuse unknown arguments: an option this device does not know
+        #: (a typo, or a newer tool's "dry_run") must not be ignored while the action runs.
+        self._strict: dict[str, frozenset[str]] = {}
         for a in actions:
             if not _ACTION_NAME.match(a.name):
                 raise ValueError(f"{service}: bad action name {a.name!r}")
@@ -67,6 +70,10 @@ class ActionTable(Generic[C]):
                 raise ValueError(f"{service}: action {a.name!r} declared twice")
             self._actions[a.name] = a
             self._decoders[a.name] = msgspec.json.Decoder(a.args)
+            if a.mutating and isinstance(a.args, type) and issubclass(a.args, msgspec.Struct):
+                self._strict[a.name] = frozenset(
+                    f.encode_name for f in msgspec.structs.fields(a.args)
+                )
 
     def __iter__(self) -> Any:
         return iter(self._actions.values())
@@ -95,11 +102,24 @@ class ActionTable(Generic[C]):
         if data.strip() == b"null":  # "args": null means no arguments
             data = _EMPTY
         try:
-            return self._decoders[name].decode(data)
+            args = self._decoders[name].decode(data)
         except msgspec.ValidationError as err:
             raise invalid_from_validation(err) from err
         except msgspec.DecodeError as err:
             raise InvalidRequest(f"args is not valid JSON: {err}") from err
+        except RecursionError as err:
+            raise InvalidRequest("args are nested too deeply") from err
+        allowed = self._strict.get(name)
+        if allowed is not None:
+            unknown = sorted(msgspec.json.decode(data, type=dict[str, Raw]).keys() - allowed)
+            if unknown:
+                raise InvalidRequest(
+                    f"unknown argument {unknown[0]!r} for {self.service}/{name}, which changes "
+                    "the device and so refuses what it does not know; it accepts: "
+                    f"{', '.join(sorted(allowed)) or 'no arguments'}",
+                    {"field": unknown[0], "unknown": unknown},
+                )
+        return args
 
     async def invoke(self, ctx: C, name: str, raw: Raw | bytes | None, timeout: float) -> Any:
         """Decode ``raw`` with the action's type and run its handler within ``timeout``."""

@@ -27,6 +27,17 @@ def _fmt_age(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def _fmt_fact(v: object) -> str:
+    # The watchdog's facts nest: {"stats": {"state": "ok", "restarts": 0}} -> "stats:ok"
+    if isinstance(v, dict):
+        return ",".join(
+            f"{k}:{x.get('state', x) if isinstance(x, dict) else x}" for k, x in v.items()
+        )
+    if isinstance(v, list):
+        return "; ".join(str(x) for x in v)
+    return str(v)
+
+
 def render(beats: dict[str, Heartbeat], processes: list[str], now: float) -> str:
     rows = [("PROCESS", "STATE", "PID", "UPTIME", "LAST BEAT", "VERSION", "DETAILS")]
     for p in processes:
@@ -36,7 +47,7 @@ def render(beats: dict[str, Heartbeat], processes: list[str], now: float) -> str
             continue
         stale = now - b.ts > max(3 * b.interval, 5.0)
         state = "silent" if stale else str(b.state)
-        facts = " ".join(f"{k}={v}" for k, v in b.facts.items())
+        facts = " ".join(f"{k}={_fmt_fact(v)}" for k, v in b.facts.items() if v not in ([], {}))
         details = f"{b.reason}; {facts}" if b.reason else facts
         rows.append(
             (

@@ -21,7 +21,7 @@ import msgspec
 from msgspec import Raw
 
 from common.dispatch import Action, NoArgs
-from common.errors import Cancelled, Conflict, Internal, NotFound, TetherError
+from common.errors import Cancelled, Conflict, Failed, Internal, NotFound, TetherError
 from common.ipc import encoder
 from common.messages import ErrorBody, EventKind, IpcEvent, JobEvent, JobRef, JobState
 
@@ -152,7 +152,13 @@ class JobManager:
                 if job.task:
                     job.task.cancel()
                 await self._finish(
-                    job, JobState.FAILED, error=Internal(f"{self.service} stopped during the job")
+                    job,
+                    JobState.FAILED,
+                    error=Failed(
+                        f"the {self.service} service stopped during the job (restart or "
+                        "shutdown); the job did not finish",
+                        {"interrupted": True},
+                    ),
                 )
 
     # --- internals --------------------------------------------------------------------
@@ -180,7 +186,9 @@ class JobManager:
             raise
         except TetherError as err:
             await h.flush()
-            await self._finish(job, JobState.FAILED, error=err)
+            # Work that honoured handle.cancel_requested ends 'cancelled', not 'failed'.
+            state = JobState.CANCELLED if isinstance(err, Cancelled) else JobState.FAILED
+            await self._finish(job, state, error=err)
         except Exception as err:
             log.exception("job %s crashed", h.job_id)
             await self._finish(job, JobState.FAILED, error=Internal(f"internal error: {err!r}"))

@@ -89,8 +89,10 @@ class SupervisorClient:
             name = args[0] if args else ""
             if err.faultCode == BAD_NAME:
                 raise NotFound(f"no process {name!r} under supervisord", {"service": name}) from err
-            if err.faultCode in (NOT_RUNNING, ALREADY_STARTED):
-                raise Conflict(f"{name}: {err.faultString}", {"service": name}) from err
+            if err.faultCode == ALREADY_STARTED:
+                raise Conflict(f"{name} is already running", {"service": name}) from err
+            if err.faultCode == NOT_RUNNING:
+                raise Conflict(f"{name} is not running", {"service": name}) from err
             if err.faultCode == NO_FILE:
                 raise NotFound(f"{name} has no log file yet", {"service": name}) from err
             raise Failed(f"supervisord: {err.faultString}", {"service": name}) from err

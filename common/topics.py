@@ -9,6 +9,8 @@
 ('network', 'wifi/scan')
 >>> t.parse_cmd("tether/gw-02/cmd/stats/get") is None
 True
+>>> t.parse_cmd("tether/gw-01/cmd/stats/"), t.parse_cmd("tether/gw-01/cmd//get")
+(('stats', ''), ('', 'get'))
 >>> t.res("apt", "repos/list")
 'tether/gw-01/res/apt/repos/list'
 >>> t.job("j-42")
@@ -55,13 +57,12 @@ class Topics:
 
     def parse_cmd(self, topic: str) -> tuple[str, str] | None:
         """Split a command topic into (service, action); the action may contain '/'.
-        Returns None for a topic that is not a command to this device."""
+        Returns None for a topic that is not a command to this device. Empty or malformed
+        parts are returned as they are, so the command still gets an error reply."""
         head = f"{self.base}/cmd/"
         if not topic.startswith(head):
             return None
         service, _, action = topic[len(head) :].partition("/")
-        if not service or not action:
-            return None
         return service, action
 
     @staticmethod

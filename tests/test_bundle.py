@@ -65,6 +65,10 @@ async def test_mqtt311_without_reply_to_uses_default_topic(stats_bundle: Bundle)
         ("stats", "nosuch", b"{}", "unknown_action"),
         ("stats", "Bad-Name", b"{}", "unknown_action"),
         ("stats", "ping", b'{"expires_at": 1000}', "expired"),
+        # found by a fresh user: these got no reply at all
+        ("stats", "get", b'{"args": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}", "invalid_request"),
+        ("stats", "", b"{}", "unknown_action"),
+        ("", "get", b"{}", "unknown_service"),
     ],
 )
 async def test_bad_input_gets_coded_error(
@@ -268,7 +272,14 @@ def test_cli_call_prints_reply_and_sets_exit_code(stats_bundle: Bundle, tmp_path
     assert '"state": "succeeded"' in job.stdout
     silent = tether("call", "no-such-device", "stats/ping", "--timeout", "1")
     assert silent.returncode == 3
-    assert "no reply" in silent.stderr
+    assert "never connected" in silent.stderr
+    # found by a fresh user: these crashed with a traceback
+    for device in ("", "demo/#", "+"):
+        assert tether("call", device, "stats/ping").returncode == 2
+    assert tether("call", stats_bundle.device, "stats/get#").returncode == 2
+    assert tether("call", stats_bundle.device, "apt/list", '{"search": "\\ud800"}').returncode == 2
+    events = [json.loads(chunk) for chunk in job.stdout.replace("}\n{", "}\x00{").split("\x00")]
+    assert events[1]["seq"] == 1, "--follow must show the first event"
 
 
 def test_workers_run_nicer_than_the_gateway(stats_bundle: Bundle) -> None:

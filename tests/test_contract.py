@@ -97,3 +97,40 @@ def test_missing_argument_names_the_field() -> None:
     with pytest.raises(InvalidRequest, match="missing argument 'ssid'") as info:
         table.decode_args("a", b"{}")
     assert info.value.details == {"field": "ssid"}
+
+
+def test_api_docs_keep_same_named_types_of_services_apart() -> None:
+    # A fresh user followed docs/api.md for stats/get and agent/logs and got apt's and
+    # containers' argument types, which share the class names GetArgs and LogsArgs.
+    import json
+
+    from common.apidocs import render_asyncapi, tables
+
+    schemas = json.loads(render_asyncapi(tables()))["components"]["schemas"]
+    assert "per_cpu" in schemas["stats.GetArgs"]["properties"]
+    assert "tail" in schemas["agent.LogsArgs"]["properties"]
+    assert "service" in schemas["agent.LogsArgs"]["required"]
+
+
+def test_mutating_actions_refuse_unknown_arguments() -> None:
+    # A typo such as "dryrun" for "dry_run" must not remove packages for real.
+    import msgspec
+
+    from common.dispatch import Action
+    from common.errors import InvalidRequest
+
+    class Args(msgspec.Struct):
+        packages: list[str]
+        dry_run: bool = False
+
+    async def h(_c: None, _a: Args) -> None:
+        return None
+
+    table = ActionTable(
+        "x", "1", [Action("remove", h, Args, None, mutating=True), Action("get", h, Args, None)]
+    )
+    with pytest.raises(InvalidRequest, match="unknown argument 'dryrun'") as info:
+        table.decode_args("remove", b'{"packages": ["a"], "dryrun": true}')
+    assert info.value.details["field"] == "dryrun"
+    assert table.decode_args("remove", b'{"packages": ["a"], "dry_run": true}').dry_run
+    assert table.decode_args("get", b'{"packages": ["a"], "dryrun": true}').packages == ["a"]

@@ -313,3 +313,14 @@ async def test_chaos(
     assert r["ok"]
     out = b.supervisorctl("status")
     assert all("RUNNING" in line for line in out.splitlines() if line.strip()), out
+
+
+async def test_cancel_a_running_job(stats_bundle: Bundle) -> None:
+    # Found by a fresh user: cancel was acknowledged but the sample ran on to its end.
+    job = await _start_sample(stats_bundle, 30)
+    await asyncio.sleep(0.5)
+    r = await stats_bundle.call("stats", "jobs/cancel", {"job_id": job})
+    assert r["ok"], r
+    final = await _final(stats_bundle, job, 10)
+    assert final["state"] == "cancelled"
+    assert final["error"]["code"] == "cancelled"

@@ -8,6 +8,7 @@ action's type.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
@@ -100,6 +101,22 @@ class Router:
         return sum(w.in_flight for w in self.workers.values())
 
     async def handle(self, msg: Incoming) -> None:
+        """Answer ``msg`` exactly once, whatever it holds."""
+        try:
+            await self._handle(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug must still produce a reply, and never stop the gateway
+            log.exception("unexpected error handling %s", msg.topic)
+            parsed = self.topics.parse_cmd(msg.topic) or ("invalid", "invalid")
+            bug = ErrorBody(ErrorCode.INTERNAL, "internal error in the gateway; see its log")
+            self._reply(
+                msg.response_topic or self.topics.res(*parsed),
+                msg.correlation,
+                encoder.encode(Reply(None, False, None, bug)),
+            )
+
+    async def _handle(self, msg: Incoming) -> None:
         parsed = self.topics.parse_cmd(msg.topic)
         if parsed is None:
             return
@@ -165,6 +182,8 @@ class Router:
             raise InvalidRequest(
                 'payload is not a JSON object: send {"id": ..., "args": {...}}',
             ) from err
+        except RecursionError as err:
+            raise InvalidRequest("payload is nested too deeply") from err
 
     def _check_names(self, service: str, action: str) -> None:
         if service not in self.workers and service not in self.local:

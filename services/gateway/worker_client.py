@@ -61,8 +61,8 @@ class WorkerClient:
                 await self._sock.send(frame, flags=zmq.NOBLOCK)
             except zmq.Again as err:
                 raise ServiceUnavailable(
-                    f"the {self.service} service is not running; it is restarted automatically, "
-                    "retry shortly",
+                    f"the {self.service} service is not running (restarting, stopped, or failing "
+                    "to start; agent/services tells which); retry later",
                     {"service": self.service},
                 ) from err
             try:

@@ -10,6 +10,7 @@ from msgspec import Raw
 
 from common import __version__
 from common.dispatch import Action, ActionTable, NoArgs
+from common.errors import Cancelled
 from common.ipc import encoder
 from common.jobs import JOB_ACTIONS, JobHandle, JobManager
 from common.messages import EventKind, IpcEvent, JobRef
@@ -53,6 +54,8 @@ async def sample(ctx: StatsContext, args: SampleArgs) -> JobRef:
         load = 0.0
         start = time.monotonic()
         while (elapsed := time.monotonic() - start) < args.seconds:
+            if h.cancel_requested:  # sampling is safe to stop at any point
+                raise Cancelled(f"cancelled after {len(cpu)} samples")
             t = await asyncio.to_thread(backend.telemetry)
             cpu.append(t.cpu)
             mem.append(t.mem)
