@@ -232,6 +232,84 @@ def test_bad_input_shows_the_error_message(console_page: Any, device: Bundle) ->
     assert job.get_by_role("progressbar").get_attribute("aria-valuenow") == "100"
 
 
+def test_invalid_names_are_refused_before_sending(console_page: Any, device: Bundle) -> None:
+    """A service or action that cannot be a topic level (wildcards, empty, uppercase, spaces) is
+    refused in the page with a clear message; nothing is published, so the broker keeps the
+    connection and the next valid command works."""
+    cp = console_page()
+    page = cp.open(f"#/d/{device.device}/command")
+    page.get_by_label("Service").select_option("stats")
+    action = page.get_by_label("Action", exact=True)
+    out = page.locator("#command-out [role=alert]")
+    for bad, expected in [
+        ("get/#", "action must be lowercase words separated by /, e.g. wifi/scan"),
+        ("", "action is empty"),
+        ("+", "action must be lowercase words separated by /"),
+        ("Get stats", "action must be lowercase words separated by /"),
+    ]:
+        action.fill(bad)
+        page.get_by_role("button", name="Send").click()
+        out.filter(has_text=expected).wait_for()
+        assert "invalid_request" in out.inner_text()
+        assert action.get_attribute("aria-invalid") == "true"
+    page.wait_for_timeout(1500)  # a drop by the broker would show by now
+    assert page.evaluate("window.tetherConsole.link.drops") == 0
+    page.locator("#conn-state .badge-good").wait_for()
+
+    action.fill("ping")
+    page.get_by_role("button", name="Send").click()
+    assert '"pong": true' in page.locator("#command-result pre").inner_text()
+    assert action.get_attribute("aria-invalid") is None
+    assert page.locator("#command-out [role=alert]").count() == 0
+
+    # an invalid device id in the address is refused too, without subscribing or publishing
+    page.goto(f"{cp.console}#/d/gw%2B01")
+    page.get_by_role("heading", name="Invalid device id").wait_for()
+    assert "device id must be" in page.get_by_role("alert").inner_text()
+    assert page.evaluate("window.tetherConsole.link.drops") == 0
+
+
+def test_a_dropped_connection_is_shown_and_recovers(console_page: Any, device: Bundle) -> None:
+    """The broker closing the connection (here: a publish it refuses, sent behind the page's
+    back) shows as reconnecting, and afterwards commands work again without a reload. A
+    message that makes every reconnect fail again ends in the connect screen with the reason
+    instead of an endless loop."""
+    cp = console_page()
+    page = cp.open(f"#/d/{device.device}/command")
+    page.locator("#device-state", has_text="online").wait_for()
+    page.evaluate("window.tetherConsole.link.client.publish('tether/x/cmd/#', '{}', {qos: 0})")
+    page.wait_for_selector("#conn-state .badge-warn", timeout=5000)  # reconnecting…, and why:
+    page.locator("#conn-url", has_text="protocol error").wait_for(timeout=5000)
+    page.locator("#conn-state .badge-good").wait_for()
+    assert page.evaluate("window.tetherConsole.link.drops") == 1
+    page.get_by_label("Action", exact=True).fill("ping")
+    page.get_by_role("button", name="Send").click()
+    assert '"pong": true' in page.locator("#command-result pre").inner_text()
+
+    # a command of ours the broker refuses is not resent on reconnect (that would loop); it
+    # ends at once with not_connected
+    page.evaluate(
+        "(() => { const cb = () => {}; cb.tetherCommand = 'x';"
+        " window.tetherConsole.link.client.publish('tether/x/cmd/#', '{}', {qos: 1}, cb) })()"
+    )
+    page.wait_for_selector("#conn-state .badge-warn", timeout=5000)
+    page.locator("#conn-state .badge-good").wait_for()
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.tetherConsole.link.drops") == 2
+    assert page.evaluate("window.tetherConsole.link.state") == "connected"
+
+    # QoS 1 behind the page's back: MQTT.js resends it after every reconnect, so the broker
+    # drops every connection; the page gives up and says why
+    page.evaluate("window.tetherConsole.link.client.publish('tether/x/cmd/#', '{}', {qos: 1})")
+    alert = page.get_by_role("alert").filter(has_text="stopped reconnecting")
+    alert.wait_for(timeout=40_000)
+    assert page.get_by_role("button", name="Connect").is_visible()
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.tetherConsole.link.state") == "disconnected"  # no auto-loop
+    page.get_by_role("button", name="Connect").click()
+    page.locator("#conn-state .badge-good").wait_for()
+
+
 def test_keyboard_moves_between_tabs(console_page: Any, device: Bundle) -> None:
     cp = console_page()
     page = cp.open(f"#/d/{device.device}")

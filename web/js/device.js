@@ -9,6 +9,7 @@ import {
 import { renderPackages } from "./packages.js";
 import { renderNetwork } from "./network.js";
 import { renderContainers } from "./containers.js";
+import { checkCommand } from "./link.js";
 
 const TABS = [
   { id: "overview", label: "Overview", render: renderOverview },
@@ -331,7 +332,19 @@ function renderCommand(app, device, panel, info) {
       return;
     }
     result.replaceChildren();
-    const r = await runAction(app, { device, service: svc.value, action: act.value.trim(), args: parsed, where: out, trigger: send, timeout: Number(timeout.value) || 20 });
+    // checked before anything is sent (link.request checks again for every other caller)
+    const action = act.value.trim();
+    const invalid = checkCommand(device, svc.value, action);
+    act.removeAttribute("aria-invalid");
+    svc.removeAttribute("aria-invalid");
+    if (invalid) {
+      const input = invalid.error.details.field === "service" ? svc : act;
+      if (invalid.error.details.field !== "device") input.setAttribute("aria-invalid", "true");
+      out.replaceChildren(errorBox(invalid.error, "Send"));
+      input.focus();
+      return;
+    }
+    const r = await runAction(app, { device, service: svc.value, action, args: parsed, where: out, trigger: send, timeout: Number(timeout.value) || 20 });
     if (r.ok) result.replaceChildren(h("pre", { class: "json", tabindex: "0", "aria-label": "Result" }, JSON.stringify(r.result, null, 2)));
   });
   fill();

@@ -31,6 +31,90 @@ export function localError(code, message, details = null) {
   return { id: null, ok: false, error: { code, message, details }, local: true };
 }
 
+// The names a command topic is built from, as the device checks them (common/topics.py,
+// common/dispatch.py, common/config.py). Checked here before anything is published: a topic
+// with `+`/`#` makes the broker drop the whole connection, and a name the device cannot match
+// is never answered.
+export const SERVICE_RE = /^[a-z][a-z0-9_]*$/;
+export const ACTION_RE = /^[a-z][a-z0-9_]*(\/[a-z][a-z0-9_]*)*$/;
+export const DEVICE_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const JOB_ID_RE = /^[^/+#\u0000]{1,200}$/; // one topic level
+
+/** Why a device id is not valid, or null. */
+export function deviceIdProblem(device) {
+  if (typeof device === "string" && DEVICE_RE.test(device)) return null;
+  return device
+    ? "device id must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit, e.g. gw-0042"
+    : "device id is empty: give one, e.g. gw-0042";
+}
+
+/**
+ * Check the parts of a command topic; returns null when they are fine, else an
+ * `invalid_request` error (reply-shaped, like the device's) saying which part and why.
+ */
+export function checkCommand(device, service, action) {
+  const bad = (field, value, message) =>
+    localError("invalid_request", message, { field, value, sent: false });
+  const dp = deviceIdProblem(device);
+  if (dp) return bad("device", device, dp);
+  if (typeof service !== "string" || !SERVICE_RE.test(service)) {
+    return bad(
+      "service",
+      service,
+      service
+        ? "service must be one lowercase word (a-z, 0-9, _; starting with a letter), e.g. stats"
+        : "service is empty: choose one, e.g. stats",
+    );
+  }
+  if (typeof action !== "string" || !ACTION_RE.test(action)) {
+    return bad(
+      "action",
+      action,
+      action
+        ? "action must be lowercase words separated by /, e.g. wifi/scan (a-z, 0-9, _; no spaces, + or #)"
+        : "action is empty: give one, lowercase words separated by /, e.g. get or wifi/scan",
+    );
+  }
+  return null;
+}
+
+/** Is `filter` a subscription filter the broker accepts (wildcards only as whole levels)? */
+export function validFilter(filter) {
+  if (typeof filter !== "string" || !filter || filter.includes("\u0000")) return false;
+  const levels = filter.split("/");
+  return levels.every(
+    (l, i) => (l === "#" ? i === levels.length - 1 : l === "+" || !/[+#]/.test(l)),
+  );
+}
+
+/** Is `prefix` usable as the topic prefix (levels without wildcards, none empty)? */
+export function validPrefix(prefix) {
+  return (
+    typeof prefix === "string" &&
+    prefix.split("/").every((l) => l.length > 0 && !/[+#\u0000]/.test(l))
+  );
+}
+
+// MQTT 5 DISCONNECT reason codes a broker sends, in words
+const DISCONNECT_REASONS = {
+  129: "malformed packet",
+  130: "protocol error, e.g. a topic with + or #",
+  135: "not authorized",
+  137: "server busy",
+  139: "server shutting down",
+  141: "keep alive timeout",
+  142: "session taken over by another client with the same id",
+  144: "topic name invalid",
+  149: "packet too large",
+  151: "quota exceeded",
+  152: "administrative action",
+};
+
+// A connection the broker closes within this long after accepting it counts as a quick drop;
+// after QUICK_DROPS_MAX of them in a row the page stops reconnecting and says why.
+const QUICK_DROP_MS = 5000;
+const QUICK_DROPS_MAX = 4;
+
 export class Link extends EventTarget {
   constructor() {
     super();
@@ -44,6 +128,9 @@ export class Link extends EventTarget {
     this.pending = new Map(); // command id -> {resolve, timer}
     this.fleet = new Map(); // device -> {status, health, caps, lastSeen}
     this.seq = 0;
+    this.drops = 0; // connections lost since connect() (for the header and the tests)
+    this.quickDrops = 0; // of them, in a row, right after the broker accepted the connection
+    this.connectedAt = 0;
   }
 
   _setState(state, error = "") {
@@ -61,6 +148,15 @@ export class Link extends EventTarget {
     this.url = url;
     this.prefix = prefix || "tether";
     this.fleet.clear();
+    this.drops = 0;
+    this.quickDrops = 0;
+    this.connectedAt = 0;
+    this.lastError = "";
+    if (!validPrefix(this.prefix)) {
+      const msg = `The topic prefix "${this.prefix}" is not valid: levels separated by /, none empty, without + or #`;
+      this._setState("disconnected", msg);
+      return Promise.reject(new Error(msg));
+    }
     if (typeof window.mqtt === "undefined") {
       return Promise.reject(new Error("MQTT.js did not load (web/vendor/mqtt.min.js is missing)"));
     }
@@ -99,7 +195,16 @@ export class Link extends EventTarget {
         () => fail(`No answer from the broker at ${url} within ${timeoutMs / 1000} s`),
         timeoutMs,
       );
+      client.on("packetreceive", (packet) => {
+        // the broker accepted the connection (MQTT.js emits "connect" only after resending
+        // what was queued, which may itself make the broker drop the connection)
+        if (packet?.cmd === "connack" && !packet.reasonCode && this.client === client) {
+          this.connectedAt = Date.now();
+        }
+      });
       client.on("connect", () => {
+        if (this.client !== client) return;
+        this.lastError = "";
         this._setState("connected");
         if (!settled) {
           settled = true;
@@ -108,20 +213,84 @@ export class Link extends EventTarget {
           resolve();
         }
       });
-      client.on("reconnect", () => this._setState("reconnecting"));
+      client.on("reconnect", () => {
+        if (this.client === client) this._setState("reconnecting");
+      });
       client.on("offline", () => {
         if (settled && this.client === client) this._setState("reconnecting");
       });
       client.on("error", (err) => {
         const msg = describeConnectError(err, url);
         if (!settled) fail(msg);
-        else this._setState(this.state, msg);
+        else if (this.client === client) this._setState(this.state, msg);
+      });
+      client.on("disconnect", (packet) => {
+        // MQTT 5: the broker says why it is closing the connection
+        if (this.client !== client) return;
+        const rc = packet?.reasonCode;
+        const why = packet?.properties?.reasonString || DISCONNECT_REASONS[rc] || "";
+        this.lastError = `The broker closed the connection (reason ${rc ?? "?"}${why ? `: ${why}` : ""})`;
       });
       client.on("close", () => {
-        if (!settled) fail(`Could not connect to the broker at ${url} (connection closed)`);
+        if (!settled) {
+          fail(`Could not connect to the broker at ${url} (connection closed)`);
+          return;
+        }
+        if (this.client !== client) return;
+        this._onDropped(client, url);
       });
       client.on("message", (topic, payload, packet) => this._onMessage(topic, payload, packet));
     });
+  }
+
+  /**
+   * The connection was lost after it had worked. MQTT.js reconnects by itself; commands still
+   * waiting get `not_connected` at once instead of waiting for their timeout, and their
+   * unsent/unacknowledged messages are dropped so that a message the broker refuses cannot
+   * make every reconnect fail again. A broker that keeps closing the connection right after
+   * accepting it stops the reconnecting, with the reason on the connect screen.
+   */
+  _onDropped(client, url) {
+    const quick = this.connectedAt && Date.now() - this.connectedAt < QUICK_DROP_MS;
+    if (this.connectedAt) {
+      this.drops += 1;
+      this.quickDrops = quick ? this.quickDrops + 1 : 0;
+    }
+    this.connectedAt = 0;
+    const reason = this.lastError || `Lost the connection to the broker at ${url}`;
+    this._failPending("not_connected", `The connection to the broker was lost before an answer came (${reason}); the command may or may not have run`);
+    if (this.quickDrops >= QUICK_DROPS_MAX) {
+      this.client = null;
+      client.end(true);
+      this._setState(
+        "disconnected",
+        `The broker at ${url} closed the connection ${this.quickDrops} times in a row right ` +
+          `after accepting it, so the console stopped reconnecting. Last reason: ${reason}. ` +
+          "Check the broker's log (e.g. an ACL or a limit refusing this client), then connect again.",
+      );
+      return;
+    }
+    this._setState("reconnecting", reason);
+  }
+
+  _failPending(code, message) {
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      this.pending.delete(id);
+      p.resolve(localError(code, message));
+    }
+    // our commands still queued in MQTT.js (resent on reconnect otherwise): drop them (after
+    // the above, so that their "Message removed" callbacks find nothing pending)
+    const client = this.client;
+    for (const [mid, o] of Object.entries(client?.outgoing || {})) {
+      if (o?.cmd === "publish" && o.cb?.tetherCommand) {
+        try {
+          client.removeOutgoingMessage(Number(mid));
+        } catch {
+          // already gone
+        }
+      }
+    }
   }
 
   disconnect() {
@@ -148,6 +317,11 @@ export class Link extends EventTarget {
 
   /** Call `handler(topic, body)` for messages on `filter`; returns the unsubscribe function. */
   subscribe(filter, handler) {
+    if (!validFilter(filter)) {
+      // never send it: the broker would drop the whole connection
+      console.warn(`tether console: not subscribing to the invalid filter ${JSON.stringify(filter)}`);
+      return () => {};
+    }
     let set = this.handlers.get(filter);
     if (!set) {
       set = new Set();
@@ -239,6 +413,8 @@ export class Link extends EventTarget {
    * was offline); a minute is added for clocks that disagree.
    */
   request(device, service, action, args = {}, { timeout = 15 } = {}) {
+    const invalid = checkCommand(device, service, action);
+    if (invalid) return Promise.resolve(invalid);
     if (!this.client || this.state !== "connected") {
       return Promise.resolve(
         localError("not_connected", "Not connected to the broker; the command was not sent"),
@@ -261,13 +437,35 @@ export class Link extends EventTarget {
         );
       }, timeout * 1000);
       this.pending.set(id, { resolve, timer });
-      this.client.publish(topic, JSON.stringify(body), {
-        qos: 1,
-        properties: {
-          responseTopic: `${this.prefix}/${device}/res/client/${this.clientId}`,
-          correlationData: id,
+      // called on the broker's PUBACK: an MQTT 5 broker may refuse the message there (e.g. its
+      // ACL), and then no answer will ever come
+      const onAck = (err) => {
+        const p = this.pending.get(id);
+        if (!err || !p) return;
+        this.pending.delete(id);
+        clearTimeout(p.timer);
+        const msg = String(err.message || err);
+        p.resolve(
+          localError(
+            /not authori[sz]ed|135/i.test(msg) || err.code === 135 ? "not_authorized" : "not_sent",
+            `The broker did not accept the command for ${device} (${msg})`,
+            { topic, code: err.code ?? null },
+          ),
+        );
+      };
+      onAck.tetherCommand = id;
+      this.client.publish(
+        topic,
+        JSON.stringify(body),
+        {
+          qos: 1,
+          properties: {
+            responseTopic: `${this.prefix}/${device}/res/client/${this.clientId}`,
+            correlationData: id,
+          },
         },
-      });
+        onAck,
+      );
     });
   }
 
@@ -276,6 +474,11 @@ export class Link extends EventTarget {
    * event. The final event is retained, so a job that already ended still reports.
    */
   followJob(device, jobId, onEvent) {
+    if (deviceIdProblem(device) || typeof jobId !== "string" || !JOB_ID_RE.test(jobId)) {
+      const ev = { seq: 0, state: "failed", error: { code: "invalid_request", message: `Cannot follow job ${JSON.stringify(jobId)} of ${device}: not a valid job or device id` } };
+      queueMicrotask(() => onEvent(ev));
+      return { done: Promise.resolve(ev), stop: () => {} };
+    }
     let last = -1;
     let stop = () => {};
     const done = new Promise((resolve) => {

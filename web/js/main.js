@@ -1,6 +1,6 @@
 // Tether console: the page shell, the connect screen, the devices list and the router.
 
-import { Link } from "./link.js";
+import { Link, deviceIdProblem } from "./link.js";
 import { badge, clear, errorBox, field, fmtAgo, h, table } from "./dom.js";
 import { renderDevice } from "./device.js";
 
@@ -41,7 +41,12 @@ function showConnState() {
   const s = app.link.state;
   const text = { connected: "connected", connecting: "connecting…", reconnecting: "reconnecting…", disconnected: "not connected" }[s];
   connPill.replaceChildren(badge(text, s === "connected" ? "good" : s === "disconnected" ? "neutral" : "warn"));
-  connUrl.textContent = s === "disconnected" ? "" : app.link.url;
+  // while reconnecting, say why (and how often it happened) instead of only spinning
+  const why = s === "reconnecting" && app.link.lastError ? app.link.lastError : "";
+  const drops = app.link.drops > 1 ? ` (connection lost ${app.link.drops} times)` : "";
+  connUrl.textContent = s === "disconnected" ? "" : why ? `${app.link.url}: ${why}${drops}` : app.link.url;
+  connUrl.title = why;
+  connPill.title = why;
   disconnectBtn.hidden = s === "disconnected";
 }
 app.link.addEventListener("state", (ev) => {
@@ -126,7 +131,8 @@ function renderConnect(message) {
     await connect(s, submit, out);
   });
   clear(app.main, h("div", { class: "connect-wrap" }, form));
-  if (params.get("broker") || (saved.auto && saved.url && (!saved.username || saved.password))) {
+  // not after the connection was given up on (the message says why): the user decides
+  if (!message && (params.get("broker") || (saved.auto && saved.url && (!saved.username || saved.password)))) {
     connect({ ...saved, url: url.value.trim(), prefix: prefix.value.trim() || "tether", remember: Boolean(saved.remember) }, submit, out);
   } else {
     url.focus();
@@ -229,6 +235,20 @@ function route() {
   if (app.link.state === "disconnected") {
     app.leave();
     renderConnect(app.link.lastError && app.current?.view !== "connect" ? app.link.lastError : "");
+    return;
+  }
+  if (parts[0] === "d" && parts[1] && deviceIdProblem(parts[1])) {
+    // never build topics from it (a + or # in a topic makes the broker drop the connection)
+    app.leave();
+    app.current = { view: "bad-device" };
+    setCrumbs({ text: "Devices", href: "#/" }, { text: "Invalid device" });
+    document.title = "Invalid device · Tether console";
+    clear(
+      app.main,
+      h("h1", {}, "Invalid device id"),
+      errorBox({ code: "invalid_request", message: `${deviceIdProblem(parts[1])}.`, details: { field: "device", value: parts[1] } }),
+      h("p", {}, h("a", { href: "#/" }, "Back to the devices")),
+    );
     return;
   }
   if (parts[0] === "d" && parts[1]) {
