@@ -96,15 +96,20 @@ class Supervisor:
     run_dir: Path
     config: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: The interpreter with Tether installed (default: this one).
+    python: str | None = None
+    #: The user the stats worker runs as (default: the invoking user, as the demo does).
+    stats_user: str | None = None
 
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "TETHER_PYTHON": sys.executable,
+            "TETHER_PYTHON": self.python or sys.executable,
             "TETHER_CONFIG": str(self.config),
             "TETHER_RUN": str(self.run_dir),
-            # The demo and tests run everything as the invoking user.
-            "TETHER_STATS_USER": os.environ.get("TETHER_STATS_USER") or getpass.getuser(),
+            "TETHER_STATS_USER": self.stats_user
+            or os.environ.get("TETHER_STATS_USER")
+            or getpass.getuser(),
         }
 
     def start(self) -> None:
