@@ -41,18 +41,21 @@ def unprivileged() -> Iterator[tuple[str, pwd.struct_passwd]]:
     )
     assert created.returncode in (0, 9), created.stderr  # 9: exists already
     venv = short_tmpdir("tvenv-")
+    src = short_tmpdir("tsrc-")
     try:
-        subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(REPO)],
-            check=True,
-            timeout=600,
-            capture_output=True,
+        # Build from a copy: pip writes build/ and *.egg-info next to the sources.
+        skip = shutil.ignore_patterns(
+            ".venv", ".git", "node_modules", "build", "*.egg-info", "__pycache__", "web"
         )
+        shutil.copytree(REPO, src / "tether", ignore=skip)
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, str(src / "tether")], check=True, timeout=600, capture_output=True)
         os.chmod(venv, 0o755)
         yield str(venv / "bin" / "python"), pwd.getpwnam(USER)
     finally:
         shutil.rmtree(venv, ignore_errors=True)
+        shutil.rmtree(src, ignore_errors=True)
         if created.returncode == 0:
             subprocess.run(["userdel", USER], check=False)
 
