@@ -239,3 +239,32 @@ async def test_worker_stopped_during_a_followed_stream(
     while not (await bundle.call("containers", "ps", {"name": name}))["ok"]:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.3)
+
+
+async def test_engine_install_goes_through_the_apt_service(
+    pki: DevPki, broker: Mosquitto, docker_env: DockerEnv
+) -> None:
+    """engine/install asks the apt service (so it queues behind apt's jobs and waits for the
+    dpkg lock like any package change); docker.io is installed here, so apt changes nothing."""
+    b = Bundle(pki, broker, ["apt", "containers"], {"containers": {"docker_host": docker_env.host}})
+    try:
+        await asyncio.to_thread(b.start)
+        reply, events = await b.run_job("containers", "engine/install", {"force": True}, 300)
+        assert reply["ok"], reply
+        final = events[-1]
+        assert final["state"] == "succeeded", f"{final.get('error')} {b.logs('apt')[-1500:]}"
+        assert final["result"]["installed"] is True
+        lines = [ln for e in events for ln in e.get("lines", [])]
+        assert any(ln.startswith("apt job apt-") for ln in lines), lines
+        apt_jobs = (await b.call("apt", "jobs/list"))["result"]
+        assert [j["action"] for j in apt_jobs] == ["install"]
+        assert apt_jobs[0]["state"] == "succeeded"
+    finally:
+        b.cleanup()
+
+
+async def test_engine_install_needs_the_apt_service(bundle: Bundle) -> None:
+    reply, events = await bundle.run_job("containers", "engine/install", {"force": True}, 60)
+    assert reply["ok"], reply
+    assert events[-1]["state"] == "failed"
+    assert "apt service is not enabled" in events[-1]["error"]["message"]

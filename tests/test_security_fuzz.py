@@ -33,11 +33,11 @@ from common.dispatch import Action, ActionTable
 from common.errors import ErrorCode, TetherError, UnknownAction
 from common.messages import Reply
 from common.topics import Topics
+from common.worker_client import WorkerClient
 from services.gateway import agent
 from services.gateway.authz import Authorizer, mutating_lookup
 from services.gateway.mqtt_link import Incoming, Outgoing
 from services.gateway.router import Router
-from services.gateway.worker_client import WorkerClient
 from tests.harness import short_tmpdir
 
 EXAMPLES = int(os.environ.get("TETHER_FUZZ_EXAMPLES", "25"))

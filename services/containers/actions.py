@@ -9,14 +9,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import msgspec
+import zmq.asyncio
+from msgspec import Raw
+
 from common import __version__
 from common.config import Settings
 from common.dispatch import Action, ActionTable, NoArgs
-from common.errors import Cancelled, InvalidRequest, NotFound, ServiceUnavailable, Timeout
+from common.errors import (
+    Cancelled,
+    Failed,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+    Timeout,
+)
 from common.health import HealthReport
 from common.ipc import encoder
 from common.jobs import JOB_ACTIONS, JobHandle, JobManager
-from common.messages import JobRef, ServiceState
+from common.messages import JobEvent, JobRef, JobState, ServiceState
+from common.worker_client import WorkerClient
 from services.containers import backend, validate
 from services.containers.credentials import CredentialStore
 from services.containers.models import (
@@ -348,6 +360,51 @@ async def logs_follow(ctx: ContainersContext, args: FollowArgs) -> JobRef:
     return await ctx.jobs.start("logs/follow", work)
 
 
+async def install_through_apt(ctx: ContainersContext, h: JobHandle) -> None:
+    """Install docker.io as an apt service job (so it queues behind other apt work and waits
+    for the dpkg lock like any package change), relaying its progress into this job."""
+    if "apt" not in ctx.settings.services:
+        raise Failed(
+            "the apt service is not enabled on this device; enable it (services) or install "
+            "Docker Engine (Debian package docker.io) yourself",
+            {"package": "docker.io"},
+        )
+    apt = WorkerClient(zmq.asyncio.Context.instance(), "apt", ctx.settings.runtime_dir, 4)
+    reader = asyncio.get_running_loop().create_task(apt.run())
+    try:
+        # A new DEALER connects in the background; until it has, sends say "not running".
+        for _ in range(50):
+            try:
+                reply = await apt.call("install", Raw(b'{"packages": ["docker.io"]}'), 30.0)
+                break
+            except ServiceUnavailable:
+                await asyncio.sleep(0.1)
+        else:
+            raise ServiceUnavailable("the apt service is not running; retry later")
+        if not reply.ok:
+            assert reply.error is not None
+            raise Failed(f"the apt service refused: {reply.error.message}", reply.error.details)
+        job_id = msgspec.json.decode(reply.result)["job_id"]
+        h.line(f"apt job {job_id}")
+        while True:
+            await asyncio.sleep(1.0)
+            got = await apt.call("jobs/get", Raw(msgspec.json.encode({"job_id": job_id})), 10.0)
+            if not got.ok:
+                continue
+            ev = msgspec.json.decode(got.result, type=JobEvent)
+            for line in ev.lines:
+                h.line(line)
+            if ev.state is JobState.SUCCEEDED:
+                return
+            if ev.state.final:
+                why = ev.error.message if ev.error else str(ev.state)
+                raise Failed(f"installing docker.io failed: {why}", {"apt_job": job_id})
+            await h.progress(5.0 + 0.9 * (ev.progress or 0.0), ev.message)
+    finally:
+        reader.cancel()
+        apt.close()
+
+
 async def engine_install(ctx: ContainersContext, args: EngineInstallArgs) -> JobRef:
     """Install Docker Engine (Debian's docker.io) as a job; does nothing if it is there."""
 
@@ -357,8 +414,8 @@ async def engine_install(ctx: ContainersContext, args: EngineInstallArgs) -> Job
             state = await ctx.engine.probe()
             h.line(f"Docker Engine is already installed ({present})")
             return InstallResult(True, False, state.version)
-        await h.progress(5.0, "apt-get install docker.io")
-        await backend.install_engine(h.line)
+        await h.progress(5.0, "asking the apt service to install docker.io")
+        await install_through_apt(ctx, h)
         state = await ctx.engine.probe()
         return InstallResult(True, True, state.version)
 

@@ -41,7 +41,6 @@ from common.errors import (
     EngineMissing,
     Failed,
     InvalidRequest,
-    Locked,
     NotFound,
     ServiceUnavailable,
     TetherError,
@@ -867,50 +866,6 @@ def engine_info(engine: Engine) -> EngineInfo:
         images=int(info.get("Images") or 0),
         storage=storage,
     )
-
-
-async def install_engine(line: Callable[[str], None]) -> None:
-    """``apt-get install docker.io``, output line by line. Run directly rather than through
-    the apt service, which workers cannot call yet; apt-get takes the dpkg lock itself."""
-    env = {
-        **os.environ,
-        "DEBIAN_FRONTEND": "noninteractive",
-        "PATH": f"{os.environ.get('PATH', '')}:{DOCKERD_SEARCH}",
-    }
-    apt = shutil.which("apt-get", path=env["PATH"])
-    if apt is None:
-        raise Failed(
-            "this platform has no apt-get; install Docker Engine with the system's package "
-            "manager (see https://docs.docker.com/engine/install/)",
-            {"package": "docker.io"},
-        )
-    proc = await asyncio.create_subprocess_exec(
-        apt,
-        "-y",
-        "-o",
-        "Dpkg::Options::=--force-confold",
-        "install",
-        "docker.io",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-    )
-    assert proc.stdout is not None
-    tail: list[str] = []
-    async for raw in proc.stdout:
-        text = raw.decode(errors="replace").rstrip("\n")
-        line(text)
-        tail = [*tail[-19:], text]
-    code = await proc.wait()
-    if code != 0:
-        joined = "\n".join(tail)
-        if "Could not get lock" in joined or "dpkg was interrupted" in joined:
-            raise Locked(
-                "the dpkg lock is held by another program; retry when it is done",
-                {"output_tail": tail},
-            )
-        raise Failed(f"apt-get install docker.io exited with {code}", {"output_tail": tail})
 
 
 class PullTracker:

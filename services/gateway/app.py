@@ -37,6 +37,7 @@ from common.messages import (
 from common.supervisor import SupervisorClient
 from common.topics import Topics
 from common.worker import load_or_exit, run_until_signalled
+from common.worker_client import WorkerClient
 from services.gateway import agent
 from services.gateway.authz import Authorizer, mutating_lookup
 from services.gateway.health_mirror import HealthMirror
@@ -44,7 +45,6 @@ from services.gateway.jobs_watch import OpenJobs
 from services.gateway.mqtt_link import MqttLink, Outgoing
 from services.gateway.router import Router
 from services.gateway.spool import Spool
-from services.gateway.worker_client import WorkerClient
 
 log = logging.getLogger("tether.gateway")
 

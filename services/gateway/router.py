@@ -32,8 +32,8 @@ from common.errors import (
 from common.ipc import encoder
 from common.messages import Command, ErrorBody, Reply
 from common.topics import Topics, valid_name_segment, valid_publish_topic
+from common.worker_client import WorkerClient
 from services.gateway.mqtt_link import Incoming, Outgoing
-from services.gateway.worker_client import WorkerClient
 
 log = logging.getLogger("tether.gateway.router")
 

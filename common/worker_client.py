@@ -1,5 +1,6 @@
-"""The gateway's side of one worker: a DEALER socket, a future per request id, a timeout on
-each, and a bound on requests in flight. Never REQ/REP: a lost reply must not wedge the socket.
+"""A client of one worker, for the gateway (and a worker that asks another, e.g. containers
+asking apt to install Docker): a DEALER socket, a future per request id, a timeout on each,
+and a bound on requests in flight. Never REQ/REP: a lost reply must not wedge the socket.
 
 ``IMMEDIATE`` makes a send fail at once when the worker is not connected (not running), which
 becomes ``service_unavailable``; a socket monitor notices the worker going away mid-request and
